@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs the whole test suite: the Node suites (official `openai`
+# npm client) and the Python suites (official `openai` package), each twice: on a PostgreSQL
+# server plus moto's S3 server, and on the embedded defaults (PGlite, a local folder).
+# Ends with one line: "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+# shellcheck source=scripts/test-services.sh
+. scripts/test-services.sh
+trap stop_test_services EXIT
+start_postgres
+start_moto
+
+PASSED=0
+FAILED=0
+LOG=$(mktemp /tmp/openft-test.XXXXXX)
+
+count() { # count LABEL PASS FAIL
+  echo "test: $1: $2 passed, $3 failed"
+  PASSED=$((PASSED + $2)); FAILED=$((FAILED + $3))
+}
+
+run_node() { # run_node BACKEND
+  echo "=== node suites on $1"
+  OPENFT_TEST_BACKEND=$1 node --test --test-concurrency=1 --test-reporter=spec ${OPENFT_TEST_FILES:-dist/test/*.test.js} 2>&1 | tee "$LOG"
+  local rc=${PIPESTATUS[0]}
+  local p f
+  p=$(grep -E '^ℹ pass [0-9]+' "$LOG" | tail -1 | awk '{print $3}')
+  f=$(grep -E '^ℹ fail [0-9]+' "$LOG" | tail -1 | awk '{print $3}')
+  p=${p:-0}; f=${f:-0}
+  [ "$rc" != 0 ] && [ "$f" = 0 ] && f=1
+  count "node/$1" "$p" "$f"
+}
+
+run_python() { # run_python BACKEND
+  echo "=== python suites on $1"
+  OPENFT_TEST_BACKEND=$1 .venv/bin/python -m pytest -q -p no:cacheprovider test/python 2>&1 | tee "$LOG"
+  local rc=${PIPESTATUS[0]}
+  local p f
+  p=$(grep -oE '[0-9]+ passed' "$LOG" | tail -1 | awk '{print $1}')
+  f=$(grep -oE '[0-9]+ (failed|error|errors)' "$LOG" | awk '{s+=$1} END {print s+0}')
+  p=${p:-0}
+  [ "$rc" != 0 ] && [ "$rc" != 5 ] && [ "$f" = 0 ] && f=1
+  count "python/$1" "$p" "$f"
+}
+
+for backend in ${OPENFT_TEST_BACKENDS:-postgres-s3 embedded}; do
+  run_node "$backend"
+  run_python "$backend"
+done
+rm -f "$LOG"
+echo "${PASSED} passed, ${FAILED} failed"
+[ "$FAILED" = 0 ]

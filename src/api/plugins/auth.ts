@@ -1,0 +1,53 @@
+// Bearer API keys. Each key belongs to a project; every /v1 request runs as that project.
+// OPENFT_API_KEY, when set, is a key of the default project (one variable for a fresh install).
+import { timingSafeEqual } from "node:crypto";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { sha256Hex } from "../../ids.js";
+import type { Db } from "../../storage/db.js";
+import { findProjectByKeyHash, type Project } from "../../storage/repos/projects.js";
+import { ApiError } from "../errors.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    project: Project;
+  }
+}
+
+export interface AuthDeps {
+  readonly db: Db;
+  readonly envKey: string | undefined;
+  readonly defaultProject: Project;
+}
+
+function bearer(request: FastifyRequest): string | undefined {
+  const h = request.headers.authorization;
+  if (!h) return undefined;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+  return m?.[1];
+}
+
+export function maskKey(key: string): string {
+  return key.length <= 8 ? "****" : `${key.slice(0, 3)}*********${key.slice(-4)}`;
+}
+
+export function registerAuth(app: FastifyInstance, deps: AuthDeps): void {
+  const envHash = deps.envKey ? Buffer.from(sha256Hex(deps.envKey), "hex") : undefined;
+  app.decorateRequest("project", null as unknown as Project);
+  app.addHook("onRequest", async (request) => {
+    if (!request.url.startsWith("/v1/")) return;
+    const key = bearer(request);
+    if (!key) {
+      throw ApiError.unauthorized(
+        "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+      );
+    }
+    const hash = sha256Hex(key);
+    if (envHash && timingSafeEqual(envHash, Buffer.from(hash, "hex"))) {
+      request.project = deps.defaultProject;
+      return;
+    }
+    const project = await findProjectByKeyHash(deps.db, hash);
+    if (!project) throw ApiError.unauthorized(`Incorrect API key provided: ${maskKey(key)}.`);
+    request.project = project;
+  });
+}

@@ -1,0 +1,102 @@
+// The only reader of process.env. loadConfig is pure: tests call it with a literal object.
+import path from "node:path";
+import { z } from "zod";
+
+const bool = z
+  .enum(["1", "0", "true", "false", "yes", "no"])
+  .transform((v) => v === "1" || v === "true" || v === "yes");
+
+const envSchema = z.object({
+  OPENFT_HOST: z.string().min(1).default("127.0.0.1"),
+  OPENFT_PORT: z.coerce.number().int().min(0).max(65535).default(8000),
+  OPENFT_DATA_DIR: z.string().min(1).default("./data"),
+  OPENFT_MODELS_DIR: z.string().min(1).default("./models"),
+  OPENFT_API_KEY: z.string().min(8).optional(),
+  OPENFT_MAX_UPLOAD_BYTES: z.coerce.number().int().positive().default(512 * 1024 * 1024),
+  // An upload's lease: a pending upload whose lease lapses (its server died) is swept.
+  OPENFT_UPLOAD_LEASE_SECONDS: z.coerce.number().positive().default(60),
+  OPENFT_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  DATABASE_URL: z.string().url().optional(),
+  OPENFT_S3_ENDPOINT: z.string().url().optional(),
+  OPENFT_S3_BUCKET: z.string().min(3).optional(),
+  OPENFT_S3_REGION: z.string().min(1).default("us-east-1"),
+  OPENFT_S3_ACCESS_KEY_ID: z.string().optional(),
+  OPENFT_S3_SECRET_ACCESS_KEY: z.string().optional(),
+  OPENFT_S3_FORCE_PATH_STYLE: bool.default(false),
+});
+
+export type Env = Record<string, string | undefined>;
+
+export interface S3Config {
+  readonly endpoint: string | undefined;
+  readonly bucket: string;
+  readonly region: string;
+  readonly accessKeyId: string | undefined;
+  readonly secretAccessKey: string | undefined;
+  readonly forcePathStyle: boolean;
+}
+
+export interface Config {
+  readonly server: { readonly host: string; readonly port: number };
+  readonly dataDir: string;
+  readonly modelsDir: string;
+  readonly apiKey: string | undefined;
+  readonly files: { readonly maxUploadBytes: number; readonly uploadLeaseMs: number };
+  readonly logLevel: string;
+  readonly database: { readonly url: string | undefined };
+  readonly s3: S3Config | undefined;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === "object") {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+/** Overrides come from the command line (--host, --port, ...) and win over the environment. */
+export function loadConfig(env: Env, overrides: Env = {}): Config {
+  const merged: Env = {};
+  for (const [k, v] of Object.entries({ ...env, ...overrides })) if (v !== undefined && v !== "") merged[k] = v;
+  const parsed = envSchema.safeParse(merged);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
+  }
+  const e = parsed.data;
+  if (e.OPENFT_S3_ENDPOINT !== undefined && e.OPENFT_S3_BUCKET === undefined) {
+    throw new ConfigError(["OPENFT_S3_BUCKET: required when OPENFT_S3_ENDPOINT is set"]);
+  }
+  const dataDir = path.resolve(e.OPENFT_DATA_DIR);
+  return deepFreeze({
+    server: { host: e.OPENFT_HOST, port: e.OPENFT_PORT },
+    dataDir,
+    modelsDir: path.resolve(e.OPENFT_MODELS_DIR),
+    apiKey: e.OPENFT_API_KEY,
+    files: { maxUploadBytes: e.OPENFT_MAX_UPLOAD_BYTES, uploadLeaseMs: e.OPENFT_UPLOAD_LEASE_SECONDS * 1000 },
+    logLevel: e.OPENFT_LOG_LEVEL,
+    database: { url: e.DATABASE_URL },
+    s3:
+      e.OPENFT_S3_BUCKET === undefined
+        ? undefined
+        : {
+            endpoint: e.OPENFT_S3_ENDPOINT,
+            bucket: e.OPENFT_S3_BUCKET,
+            region: e.OPENFT_S3_REGION,
+            accessKeyId: e.OPENFT_S3_ACCESS_KEY_ID,
+            secretAccessKey: e.OPENFT_S3_SECRET_ACCESS_KEY,
+            forcePathStyle: e.OPENFT_S3_FORCE_PATH_STYLE,
+          },
+  });
+}
+
+/** The process environment, read here and only here. */
+export function processEnv(): Env {
+  return process.env;
+}

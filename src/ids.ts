@@ -1,0 +1,35 @@
+// Resource ids: OpenAI's prefixes followed by enough randomness to be unguessable.
+import { randomBytes, createHash } from "node:crypto";
+
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/** n characters from a 62-letter alphabet, rejection-sampled so every letter is equally likely. */
+export function randomAlnum(n: number): string {
+  let out = "";
+  while (out.length < n) {
+    for (const b of randomBytes(n * 2)) {
+      if (b < 248 && out.length < n) out += ALPHABET[b % 62];
+    }
+  }
+  return out;
+}
+
+export const newId = {
+  file: () => `file-${randomAlnum(24)}`,
+  upload: () => `upload-${randomAlnum(24)}`,
+  project: () => `proj_${randomAlnum(24)}`,
+  apiKey: () => `key_${randomAlnum(24)}`,
+  request: () => `req_${randomAlnum(24)}`,
+};
+
+export function newApiKeySecret(): string {
+  return `sk-openft-${randomAlnum(40)}`;
+}
+
+export function sha256Hex(s: string): string {
+  return createHash("sha256").update(s).digest("hex");
+}
+
+export function nowSeconds(): number {
+  return Math.floor(Date.now() / 1000);
+}

@@ -1,0 +1,77 @@
+// The database: a Postgres server through `pg` when DATABASE_URL is set, otherwise PGlite in
+// the data dir. Both are driven through the same drizzle schema; migrations run at start-up.
+import fs from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { PGlite } from "@electric-sql/pglite";
+import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
+import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
+import pg from "pg";
+import * as schema from "./schema.js";
+
+export type Schema = typeof schema;
+export type Db = PgDatabase<PgQueryResultHKT, Schema>;
+
+export interface Database {
+  readonly db: Db;
+  readonly kind: "postgres" | "pglite";
+  /** Applies every migration not yet applied. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** migrations/ at the repository root, found from both src/ (tsx) and dist/src/ (built). */
+export async function migrationsFolder(): Promise<string> {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const candidate = path.join(dir, "migrations");
+    try {
+      await fs.access(path.join(candidate, "meta", "_journal.json"));
+      return candidate;
+    } catch {
+      dir = path.dirname(dir);
+    }
+  }
+  throw new Error("migrations folder not found");
+}
+
+// Postgres replicas may start together: a session-level advisory lock serialises migration.
+const MIGRATION_LOCK = 7_305_118_001;
+
+async function openPostgres(url: string): Promise<Database> {
+  const pool = new pg.Pool({ connectionString: url, max: 10 });
+  const db = drizzlePg(pool, { schema }) as unknown as Db;
+  const migrate = async () => {
+    // Replicas may start together. An advisory lock is held by a session, so lock, migrate and
+    // unlock all run on one dedicated connection.
+    const client = await pool.connect();
+    try {
+      await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK]);
+      try {
+        await migratePg(drizzlePg(client), { migrationsFolder: await migrationsFolder() });
+      } finally {
+        await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK]);
+      }
+    } finally {
+      client.release();
+    }
+  };
+  return { db, kind: "postgres", migrate, close: () => pool.end() };
+}
+
+async function openPglite(dataDir: string): Promise<Database> {
+  const dir = path.join(dataDir, "pglite");
+  await fs.mkdir(dir, { recursive: true });
+  const client = await PGlite.create(dir);
+  const db = drizzlePglite(client, { schema });
+  // PGlite is one connection in one process: nothing to race with.
+  const migrate = async () => migratePglite(db, { migrationsFolder: await migrationsFolder() });
+  return { db: db as unknown as Db, kind: "pglite", migrate, close: () => client.close() };
+}
+
+export async function openDatabase(opts: { url: string | undefined; dataDir: string }): Promise<Database> {
+  return opts.url ? openPostgres(opts.url) : openPglite(opts.dataDir);
+}
