@@ -15,6 +15,13 @@ const envSchema = z.object({
   OPENFT_MAX_UPLOAD_BYTES: z.coerce.number().int().positive().default(512 * 1024 * 1024),
   // An upload's lease: a pending upload whose lease lapses (its server died) is swept.
   OPENFT_UPLOAD_LEASE_SECONDS: z.coerce.number().positive().default(60),
+  // A worker's claim on a job lasts this long unless a heartbeat renews it.
+  OPENFT_WORKER_LEASE_SECONDS: z.coerce.number().positive().default(60),
+  // The embedded worker runs the trainer in this process's machine; off for API-only replicas.
+  OPENFT_EMBEDDED_WORKER: bool.default(true),
+  OPENFT_PYTHON: z.string().min(1).optional(),
+  OPENFT_WORK_DIR: z.string().min(1).optional(),
+  OPENFT_DEVICE: z.enum(["auto", "cpu", "cuda"]).default("auto"),
   OPENFT_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   DATABASE_URL: z.string().url().optional(),
   OPENFT_S3_ENDPOINT: z.string().url().optional(),
@@ -43,6 +50,14 @@ export interface Config {
   readonly apiKey: string | undefined;
   readonly files: { readonly maxUploadBytes: number; readonly uploadLeaseMs: number };
   readonly logLevel: string;
+  readonly workers: { readonly leaseMs: number };
+  readonly worker: {
+    readonly embedded: boolean;
+    /** undefined: the project venv's python if there is one, else python3. */
+    readonly python: string | undefined;
+    readonly workDir: string;
+    readonly device: "auto" | "cpu" | "cuda";
+  };
   readonly database: { readonly url: string | undefined };
   readonly s3: S3Config | undefined;
 }
@@ -64,7 +79,9 @@ function deepFreeze<T>(o: T): T {
 /** Overrides come from the command line (--host, --port, ...) and win over the environment. */
 export function loadConfig(env: Env, overrides: Env = {}): Config {
   const merged: Env = {};
-  for (const [k, v] of Object.entries({ ...env, ...overrides })) if (v !== undefined && v !== "") merged[k] = v;
+  for (const source of [env, overrides]) {
+    for (const [k, v] of Object.entries(source)) if (v !== undefined && v !== "") merged[k] = v;
+  }
   const parsed = envSchema.safeParse(merged);
   if (!parsed.success) {
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
@@ -81,6 +98,13 @@ export function loadConfig(env: Env, overrides: Env = {}): Config {
     apiKey: e.OPENFT_API_KEY,
     files: { maxUploadBytes: e.OPENFT_MAX_UPLOAD_BYTES, uploadLeaseMs: e.OPENFT_UPLOAD_LEASE_SECONDS * 1000 },
     logLevel: e.OPENFT_LOG_LEVEL,
+    workers: { leaseMs: e.OPENFT_WORKER_LEASE_SECONDS * 1000 },
+    worker: {
+      embedded: e.OPENFT_EMBEDDED_WORKER,
+      python: e.OPENFT_PYTHON,
+      workDir: path.resolve(e.OPENFT_WORK_DIR ?? path.join(dataDir, "work")),
+      device: e.OPENFT_DEVICE,
+    },
     database: { url: e.DATABASE_URL },
     s3:
       e.OPENFT_S3_BUCKET === undefined

@@ -4,6 +4,14 @@ import { parseArgs } from "node:util";
 import { buildApp } from "./api/app.js";
 import { ConfigError, loadConfig, processEnv, type Config, type Env } from "./config.js";
 import { createLogger } from "./logger.js";
+import { newId } from "./ids.js";
+import { startBackground } from "./jobs/background.js";
+import { BaseModels } from "./jobs/base-models.js";
+import { Wakeup } from "./jobs/wakeup.js";
+import { createWorker } from "./jobs/workers.js";
+import { startTrainerWorker, trainerAvailable, trainerPaths } from "./engine/worker/start.js";
+import type { Worker } from "./engine/worker/worker.js";
+import os from "node:os";
 import { createBlobStore, openDatabase } from "./storage/index.js";
 import { createApiKey, DEFAULT_PROJECT, ensureProject } from "./storage/repos/projects.js";
 import { startSweeper } from "./storage/sweeper.js";
@@ -12,6 +20,8 @@ const USAGE = `usage:
   openft serve [--host HOST] [--port PORT] [--data-dir DIR] [--models-dir DIR]
   openft migrate [--data-dir DIR]
   openft keys create --project NAME [--data-dir DIR]
+  openft workers create --name NAME [--data-dir DIR]   prints a worker token
+  openft worker --api URL --token TOKEN [--models-dir DIR] [--work-dir DIR]
 
 environment: OPENFT_HOST, OPENFT_PORT, OPENFT_DATA_DIR, OPENFT_MODELS_DIR, OPENFT_API_KEY,
   OPENFT_MAX_UPLOAD_BYTES, DATABASE_URL, OPENFT_S3_ENDPOINT, OPENFT_S3_BUCKET, OPENFT_S3_REGION,
@@ -27,6 +37,10 @@ function parse(argv: string[]) {
       "data-dir": { type: "string" },
       "models-dir": { type: "string" },
       project: { type: "string" },
+      name: { type: "string" },
+      api: { type: "string" },
+      token: { type: "string" },
+      "work-dir": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -38,6 +52,7 @@ function configFrom(values: ReturnType<typeof parse>["values"]): Config {
     OPENFT_PORT: values.port,
     OPENFT_DATA_DIR: values["data-dir"],
     OPENFT_MODELS_DIR: values["models-dir"],
+    OPENFT_WORK_DIR: values["work-dir"],
   };
   return loadConfig(processEnv(), overrides);
 }
@@ -57,6 +72,16 @@ async function serve(config: Config): Promise<void> {
   await blobs.init();
   const defaultProject = await ensureProject(database.db, DEFAULT_PROJECT);
   const stopSweeper = startSweeper(database.db, blobs, log, Math.max(1000, config.files.uploadLeaseMs / 2));
+  const baseModels = new BaseModels(config.modelsDir);
+  const wakeup = new Wakeup();
+  const background = startBackground({
+    db: database.db,
+    blobs,
+    baseModels,
+    log,
+    owner: `api-${newId.request().slice(4)}`,
+    onQueued: () => wakeup.notify(),
+  });
   const app = await buildApp({
     db: database.db,
     blobs,
@@ -65,6 +90,10 @@ async function serve(config: Config): Promise<void> {
     defaultProject,
     maxUploadBytes: config.files.maxUploadBytes,
     uploadLeaseMs: config.files.uploadLeaseMs,
+    baseModels,
+    onJobCreated: () => background.wake(),
+    wakeup,
+    workerLeaseMs: config.workers.leaseMs,
     ready: async () => {
       await database.db.execute("select 1");
       await blobs.exists("readyz-probe");
@@ -74,23 +103,68 @@ async function serve(config: Config): Promise<void> {
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.server.port;
   const host = config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host;
-  log.info(
+  // The one start-up line, whatever the log level: scripts and tests read the URL from it.
+  log.child({}, { level: "info" }).info(
     { url: `http://${host}:${port}`, database: database.kind, blobs: blobs.kind, dataDir: config.dataDir },
     `openft listening on http://${host}:${port}`,
   );
+
+  const worker = config.worker.embedded ? await startEmbeddedWorker(config, database.db, port, log) : undefined;
 
   let closing = false;
   const shutdown = async (signal: string) => {
     if (closing) return;
     closing = true;
     log.info({ signal }, "shutting down");
+    // The worker first: its running job is checkpointed and handed back to the queue.
+    await worker?.stop();
+    // In-flight requests get a grace period; then the rest (long polls, stalled uploads, which
+    // are all safe to cut) are closed so that shutdown never waits for keep-alive timeouts.
+    const force = setTimeout(() => app.server.closeAllConnections(), 3000);
+    force.unref();
     await app.close();
+    clearTimeout(force);
+    await background.stop();
     await stopSweeper();
     await database.close();
     process.exit(0);
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+/** The embedded worker, over loopback with a token of its own, when the trainer is installed. */
+async function startEmbeddedWorker(config: Config, db: import("./storage/db.js").Db, port: number, log: import("pino").Logger): Promise<Worker | undefined> {
+  const { python, trainerPath } = trainerPaths(config.worker.python);
+  const missing = await trainerAvailable(python, trainerPath, processEnv());
+  if (missing) {
+    log.warn({ python, reason: missing }, "embedded worker not started: the trainer is not installed (bash scripts/setup.sh installs it); jobs wait in the queue for a worker");
+    return undefined;
+  }
+  const { token, worker } = await createWorker(db, `embedded-${os.hostname()}-${process.pid}`);
+  log.info({ workerId: worker.id }, "embedded worker started");
+  return startTrainerWorker({
+    apiUrl: `http://127.0.0.1:${port}`,
+    token,
+    modelsDir: config.modelsDir,
+    workDir: config.worker.workDir,
+    python: config.worker.python,
+    device: config.worker.device,
+    log: log.child({ workerId: worker.id }),
+    env: processEnv(),
+  });
+}
+
+async function runWorker(config: Config, api: string, token: string): Promise<void> {
+  const log = createLogger(config.logLevel);
+  const { python, trainerPath } = trainerPaths(config.worker.python);
+  const missing = await trainerAvailable(python, trainerPath, processEnv());
+  if (missing) throw new Error(`the trainer is not installed for ${python}: ${missing}`);
+  const worker = startTrainerWorker({ apiUrl: api, token, modelsDir: config.modelsDir, workDir: config.worker.workDir, python: config.worker.python, device: config.worker.device, log, env: processEnv() });
+  log.child({}, { level: "info" }).info({ api }, "openft worker started");
+  const stop = () => void worker.stop().then(() => process.exit(0));
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -135,6 +209,25 @@ export async function main(argv: string[]): Promise<number> {
       const { secret } = await createApiKey(database.db, parsed.values.project);
       await database.close();
       process.stdout.write(`${secret}\n`);
+      return 0;
+    }
+    case "worker": {
+      if (!parsed.values.api || !parsed.values.token) {
+        process.stderr.write(`openft worker needs --api URL and --token TOKEN\n${USAGE}\n`);
+        return 2;
+      }
+      await runWorker(config, parsed.values.api, parsed.values.token);
+      return -1; // keeps running
+    }
+    case "workers": {
+      if (sub !== "create" || !parsed.values.name) {
+        process.stderr.write(`${USAGE}\n`);
+        return 2;
+      }
+      const database = await openStorage(config);
+      const { token } = await createWorker(database.db, parsed.values.name);
+      await database.close();
+      process.stdout.write(`${token}\n`);
       return 0;
     }
     default:

@@ -6,7 +6,14 @@ import type { Logger } from "pino";
 import { newId } from "../ids.js";
 import type { BlobStore, Db } from "../storage/index.js";
 import type { Project } from "../storage/repos/projects.js";
+import type { BaseModels } from "../jobs/base-models.js";
+import type { Wakeup } from "../jobs/wakeup.js";
+import { registerInternalRoutes } from "./internal/routes.js";
+import { InternalService } from "./internal/service.js";
+import { registerWorkerAuth } from "./plugins/worker-auth.js";
 import { registerFileRoutes } from "./files/routes.js";
+import { registerFineTuningRoutes } from "./fine-tuning/routes.js";
+import { FineTuningService } from "./fine-tuning/service.js";
 import { FilesService } from "./files/service.js";
 import { registerHealthRoutes, type ReadinessProbe } from "./health/routes.js";
 import { registerAuth } from "./plugins/auth.js";
@@ -21,6 +28,14 @@ export interface AppDeps {
   readonly maxUploadBytes: number;
   readonly uploadLeaseMs: number;
   readonly ready: ReadinessProbe;
+  readonly baseModels: BaseModels;
+  /** Called after a job is created, so its files are validated at once. */
+  readonly onJobCreated: () => void;
+  /** Wakes long-polling worker claims when a job is (re)queued. */
+  readonly wakeup: Wakeup;
+  readonly workerLeaseMs: number;
+  /** Told of every route as it is registered (the openapi test compares them with the spec). */
+  readonly onRoute?: (method: string, url: string) => void;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -30,6 +45,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     bodyLimit: 16 * 1024 * 1024,
     routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
   });
+
+  const onRoute = deps.onRoute;
+  if (onRoute) {
+    app.addHook("onRoute", (r) => {
+      for (const m of [r.method].flat()) if (m !== "HEAD") onRoute(m.toLowerCase(), r.url);
+    });
+  }
 
   app.addHook("onRequest", async (request, reply) => {
     reply.header("x-request-id", request.id);
@@ -57,6 +79,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     limits: { fileSize: deps.maxUploadBytes, files: 1, fields: 16, fieldSize: 1024 * 1024, parts: 20 },
   });
   registerAuth(app, { db: deps.db, envKey: deps.apiKey, defaultProject: deps.defaultProject });
+  registerWorkerAuth(app, deps.db);
   registerHealthRoutes(app, deps.ready);
 
   const files = new FilesService({
@@ -67,5 +90,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     uploadLeaseMs: deps.uploadLeaseMs,
   });
   registerFileRoutes(app, files);
+  registerFineTuningRoutes(
+    app,
+    new FineTuningService({
+      db: deps.db,
+      log: deps.log,
+      baseModels: deps.baseModels,
+      onCreated: deps.onJobCreated,
+      onQueued: () => deps.wakeup.notify(),
+    }),
+  );
+  registerInternalRoutes(
+    app,
+    new InternalService({ db: deps.db, blobs: deps.blobs, log: deps.log, wakeup: deps.wakeup, leaseMs: deps.workerLeaseMs }),
+  );
   return app;
 }

@@ -1,6 +1,6 @@
 // The embedded default: a folder. Writes go to .partial/ and are renamed into place after
 // fsync, so a reader never sees a half-written object.
-import { createReadStream, createWriteStream } from "node:fs";
+import { createWriteStream } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -55,8 +55,9 @@ export class FsBlobStore implements BlobStore {
   async get(key: string): Promise<Readable> {
     const p = this.objectPath(key);
     try {
+      // Opened first so that a missing blob is an error here, not on the stream later.
       const fh = await fs.open(p, "r");
-      return createReadStream("", { fd: fh.fd, highWaterMark: 1 << 20, autoClose: true });
+      return fh.createReadStream({ highWaterMark: 1 << 20, autoClose: true });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new BlobNotFoundError(key);
       throw err;

@@ -1,6 +1,6 @@
 // Drizzle schema: the one description of our tables. `npm run db:generate` turns a change here
 // into a reviewed SQL file under migrations/, applied at start-up.
-import { bigint, bigserial, index, pgTable, text, uniqueIndex } from "drizzle-orm/pg-core";
+import { bigint, bigserial, index, integer, jsonb, pgTable, text, uniqueIndex } from "drizzle-orm/pg-core";
 
 const unixSeconds = (name: string) => bigint(name, { mode: "number" });
 
@@ -58,3 +58,122 @@ export const fileUploads = pgTable(
   },
   (t) => [index("file_uploads_lease_idx").on(t.leaseExpiresAt)],
 );
+// ---- Fine-tuning jobs -------------------------------------------------------------------------
+
+export const fineTuningJobs = pgTable(
+  "fine_tuning_jobs",
+  {
+    id: text("id").primaryKey(),
+    seq: bigserial("seq", { mode: "number" }).notNull().unique(),
+    projectId: text("project_id")
+      .notNull()
+      .references(() => projects.id),
+    createdAt: unixSeconds("created_at").notNull(),
+    // What the caller asked for (a base model id, or an ft: model / checkpoint to continue from).
+    model: text("model").notNull(),
+    // The base model folder the job trains on, resolved from `model`.
+    baseModel: text("base_model").notNull(),
+    // The ft: model or checkpoint whose adapter the job starts from, when continuing.
+    parentModel: text("parent_model"),
+    trainingFile: text("training_file").notNull(),
+    validationFile: text("validation_file"),
+    status: text("status").notNull(),
+    // method.type plus the hyperparameters as requested ("auto" or numbers), then resolved.
+    method: jsonb("method").notNull(),
+    suffix: text("suffix"),
+    seed: integer("seed").notNull(),
+    metadata: jsonb("metadata"),
+    integrations: jsonb("integrations"),
+    error: jsonb("error"),
+    fineTunedModel: text("fine_tuned_model"),
+    finishedAt: unixSeconds("finished_at"),
+    trainedTokens: bigint("trained_tokens", { mode: "number" }),
+    estimatedFinish: unixSeconds("estimated_finish"),
+    resultFiles: jsonb("result_files").notNull(),
+    // Validation results the trainer needs (example count, tokens per epoch).
+    nExamples: integer("n_examples"),
+    epochTokens: bigint("epoch_tokens", { mode: "number" }),
+    // The queue. fair_rank orders claims across projects (see src/jobs/queue.ts).
+    fairRank: integer("fair_rank").notNull().default(0),
+    attempts: integer("attempts").notNull().default(0),
+    maxAttempts: integer("max_attempts").notNull().default(3),
+    leaseOwner: text("lease_owner"),
+    leaseExpiresAt: bigint("lease_expires_at", { mode: "number" }),
+    // A retried create (no Idempotency-Key from the SDKs) finds the job its first try made.
+    createFingerprint: text("create_fingerprint"),
+  },
+  (t) => [
+    index("ft_jobs_project_seq_idx").on(t.projectId, t.seq),
+    index("ft_jobs_claim_idx").on(t.status, t.fairRank, t.seq),
+    index("ft_jobs_lease_idx").on(t.status, t.leaseExpiresAt),
+    index("ft_jobs_fingerprint_idx").on(t.projectId, t.createFingerprint),
+  ],
+);
+
+export const jobEvents = pgTable(
+  "job_events",
+  {
+    id: text("id").primaryKey(),
+    seq: bigserial("seq", { mode: "number" }).notNull().unique(),
+    jobId: text("job_id")
+      .notNull()
+      .references(() => fineTuningJobs.id),
+    createdAt: unixSeconds("created_at").notNull(),
+    level: text("level").notNull(),
+    message: text("message").notNull(),
+    type: text("type").notNull(),
+    data: jsonb("data"),
+  },
+  (t) => [index("job_events_job_seq_idx").on(t.jobId, t.seq)],
+);
+
+export const jobCheckpoints = pgTable(
+  "job_checkpoints",
+  {
+    id: text("id").primaryKey(),
+    jobId: text("job_id")
+      .notNull()
+      .references(() => fineTuningJobs.id),
+    createdAt: unixSeconds("created_at").notNull(),
+    stepNumber: integer("step_number").notNull(),
+    epoch: integer("epoch").notNull(),
+    metrics: jsonb("metrics").notNull(),
+    modelName: text("model_name").notNull(),
+    // Blob prefix holding the adapter and the resume state, and the file names under it.
+    blobPrefix: text("blob_prefix").notNull(),
+    files: jsonb("files").notNull(),
+    // Older checkpoints are pruned (only the last three are kept, as OpenAI does).
+    deletedAt: unixSeconds("deleted_at"),
+  },
+  (t) => [uniqueIndex("job_checkpoints_job_step_idx").on(t.jobId, t.stepNumber)],
+);
+
+// Fine-tuned models and checkpoint models, by their ft: names.
+export const models = pgTable(
+  "models",
+  {
+    id: text("id").primaryKey(),
+    projectId: text("project_id")
+      .notNull()
+      .references(() => projects.id),
+    jobId: text("job_id")
+      .notNull()
+      .references(() => fineTuningJobs.id),
+    kind: text("kind").notNull(),
+    baseModel: text("base_model").notNull(),
+    // The adapter (PEFT format) lives under blob_prefix: these file names.
+    blobPrefix: text("blob_prefix").notNull(),
+    files: jsonb("files").notNull(),
+    createdAt: unixSeconds("created_at").notNull(),
+    deletedAt: unixSeconds("deleted_at"),
+  },
+  (t) => [index("models_project_idx").on(t.projectId)],
+);
+
+export const workers = pgTable("workers", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull(),
+  tokenHash: text("token_hash").notNull().unique(),
+  createdAt: unixSeconds("created_at").notNull(),
+  lastSeenAt: unixSeconds("last_seen_at"),
+});

@@ -33,13 +33,17 @@ export interface TestServer {
   proc: ChildProcess;
   log: string;
   client(apiKey?: string): OpenAI;
+  /** Keys of the projects named in StartOptions.projects. */
+  readonly projectKeys: Readonly<Record<string, string>>;
+  /** Tokens of the workers named in StartOptions.workers. */
+  readonly workerTokens: Readonly<Record<string, string>>;
   /** Runs an `openft` subcommand against the same storage and returns its stdout. */
   cli(...args: string[]): Promise<string>;
   /** SIGTERM and wait. */
   stop(): Promise<void>;
   /** SIGKILL and wait. */
   kill(): Promise<void>;
-  /** Starts the process again on the same storage (new port). */
+  /** Starts the process again on the same storage and port. */
   restart(): Promise<void>;
   /** stop() and remove the data dir, database and bucket. */
   dispose(): Promise<void>;
@@ -102,7 +106,15 @@ function exited(proc: ChildProcess): Promise<void> {
   return new Promise((resolve) => proc.once("exit", () => resolve()));
 }
 
-export async function startServer(opts: { env?: Record<string, string> } = {}): Promise<TestServer> {
+export interface StartOptions {
+  readonly env?: Record<string, string>;
+  /** Projects to create a key for before the server starts (PGlite admits one process at a time). */
+  readonly projects?: readonly string[];
+  /** Workers to create a token for before the server starts. */
+  readonly workers?: readonly string[];
+}
+
+export async function startServer(opts: StartOptions = {}): Promise<TestServer> {
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), "openft-test-"));
   const apiKey = `sk-test-${suffix()}${suffix()}`;
   const env: Record<string, string> = {
@@ -112,6 +124,8 @@ export async function startServer(opts: { env?: Record<string, string> } = {}): 
     OPENFT_DATA_DIR: dataDir,
     OPENFT_MODELS_DIR: path.join(dataDir, "models"),
     OPENFT_LOG_LEVEL: "info",
+    // Tests that want the real trainer behind the API turn the embedded worker on.
+    OPENFT_EMBEDDED_WORKER: "false",
   };
   let databaseUrl: string | undefined;
   let s3: S3Target | undefined;
@@ -133,14 +147,33 @@ export async function startServer(opts: { env?: Record<string, string> } = {}): 
   }
   Object.assign(env, opts.env ?? {});
 
-  const launch = async (server: { proc?: ChildProcess; log: string }) => {
-    const proc = spawn(process.execPath, [BIN, "serve", "--port", "0", "--host", "127.0.0.1"], {
+  const expectedExit = new WeakSet<ChildProcess>();
+  const launch = async (server: { proc?: ChildProcess; log: string }, port = "0") => {
+    const proc = spawn(process.execPath, [BIN, "serve", "--port", port, "--host", "127.0.0.1"], {
       env,
       stdio: ["ignore", "pipe", "pipe"],
     });
     server.proc = proc;
+    proc.once("exit", (code, signal) => {
+      // A server that dies on its own is a bug: show why.
+      if (!expectedExit.has(proc)) process.stderr.write(`\nopenft serve exited unexpectedly (${code ?? signal}):\n${server.log.slice(-8000)}\n`);
+    });
     return { proc, url: await waitForUrl(proc, (s) => (server.log += s)) };
   };
+
+  const runCli = (args: string[]) =>
+    new Promise<string>((resolve, reject) => {
+      const p = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      let err = "";
+      p.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      p.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      p.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`openft ${args.join(" ")} exited ${code}: ${err}`))));
+    });
+  const projectKeys: Record<string, string> = {};
+  for (const name of opts.projects ?? []) projectKeys[name] = (await runCli(["keys", "create", "--project", name])).trim();
+  const workerTokens: Record<string, string> = {};
+  for (const name of opts.workers ?? []) workerTokens[name] = (await runCli(["workers", "create", "--name", name])).trim();
 
   const state: { proc?: ChildProcess; log: string } = { log: "" };
   const first = await launch(state);
@@ -168,28 +201,23 @@ export async function startServer(opts: { env?: Record<string, string> } = {}): 
     client(key = apiKey) {
       return new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0, timeout: 120_000 });
     },
-    cli(...args: string[]) {
-      return new Promise((resolve, reject) => {
-        const p = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-        let out = "";
-        let err = "";
-        p.stdout.on("data", (d: Buffer) => (out += d.toString()));
-        p.stderr.on("data", (d: Buffer) => (err += d.toString()));
-        p.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`openft ${args.join(" ")} exited ${code}: ${err}`))));
-      });
-    },
+    projectKeys,
+    workerTokens,
+    cli: (...args: string[]) => runCli(args),
     async stop() {
       const p = server.proc;
+      expectedExit.add(p);
       if (p.exitCode === null && p.signalCode === null) p.kill("SIGTERM");
       await exited(p);
     },
     async kill() {
       const p = server.proc;
+      expectedExit.add(p);
       if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
       await exited(p);
     },
     async restart() {
-      const next = await launch(state);
+      const next = await launch(state, new URL(url).port);
       server.proc = next.proc;
       url = next.url;
     },

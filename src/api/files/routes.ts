@@ -81,8 +81,9 @@ async function receiveUpload(request: FastifyRequest, files: FilesService) {
 
 export function registerFileRoutes(app: FastifyInstance, files: FilesService): void {
   app.post("/v1/files", async (request) => {
+    const projectId = request.project.id;
     const { received, purpose, expiresAfter } = await receiveUpload(request, files);
-    return files.commit(received, { projectId: request.project.id, purpose, expiresAfterSeconds: expiresAfter });
+    return files.commit(received, { projectId, purpose, expiresAfterSeconds: expiresAfter });
   });
 
   app.get("/v1/files", async (request) => {

@@ -34,7 +34,10 @@ export function registerAuth(app: FastifyInstance, deps: AuthDeps): void {
   const envHash = deps.envKey ? Buffer.from(sha256Hex(deps.envKey), "hex") : undefined;
   app.decorateRequest("project", null as unknown as Project);
   app.addHook("onRequest", async (request) => {
-    if (!request.url.startsWith("/v1/")) return;
+    // The matched route, not the raw URL: the router ignores duplicate slashes and decodes the
+    // path, so "//v1/files" or "/%761/files" reach /v1 handlers too.
+    const route = request.routeOptions.url;
+    if (route === undefined || !route.startsWith("/v1/")) return;
     const key = bearer(request);
     if (!key) {
       throw ApiError.unauthorized(

@@ -5,6 +5,7 @@ import type { Db } from "../db.js";
 import { fileUploads, files } from "../schema.js";
 
 export type FileRow = typeof files.$inferSelect;
+type DbOrTx = Db | Parameters<Parameters<Db["transaction"]>[0]>[0];
 export type NewFile = Omit<typeof files.$inferInsert, "seq">;
 
 function live(projectId: string, nowSec: number): SQL {
@@ -92,4 +93,11 @@ export async function takeExpiredFiles(db: Db, nowSec: number, limit = 100): Pro
     if (row) out.push(row);
   }
   return out;
+}
+
+/** Inserts a file whose blob the server wrote itself (a result file), ending its upload lease. */
+export async function insertOwnFile(db: DbOrTx, uploadId: string, file: NewFile): Promise<FileRow> {
+  await db.delete(fileUploads).where(eq(fileUploads.id, uploadId));
+  const [row] = await db.insert(files).values(file).returning();
+  return row!;
 }

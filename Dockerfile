@@ -1,0 +1,48 @@
+# Multi-stage build: compile TypeScript and build the Python venv the trainer uses, then copy
+# only what runs into a slim runtime image.
+FROM node:20-bookworm AS build
+WORKDIR /app
+COPY package.json package-lock.json .npmrc ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json drizzle.config.ts ./
+COPY src ./src
+COPY test ./test
+COPY bench ./bench
+RUN npx tsc -p tsconfig.json && npm prune --omit=dev
+
+# The runtime and the venv share one base, so the venv's interpreter links stay valid.
+FROM node:20-bookworm-slim AS base
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+FROM base AS venv
+WORKDIR /app
+COPY src/engine ./src/engine
+# The trainer's pinned requirements land here with the trainer; until then the venv is empty.
+RUN python3 -m venv /app/.venv && \
+    if [ -f src/engine/trainer/requirements.txt ]; then \
+      /app/.venv/bin/pip install --no-cache-dir -r src/engine/trainer/requirements.txt; \
+    fi
+
+FROM base AS runtime
+WORKDIR /app
+RUN mkdir -p /data /models && chown node:node /data /models
+ENV NODE_ENV=production \
+    OPENFT_HOST=0.0.0.0 \
+    OPENFT_PORT=8000 \
+    OPENFT_DATA_DIR=/data \
+    OPENFT_MODELS_DIR=/models \
+    MALLOC_MMAP_THRESHOLD_=33554432 \
+    MALLOC_TRIM_THRESHOLD_=4294967296
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY --from=venv /app/.venv ./.venv
+COPY package.json ./
+COPY bin ./bin
+COPY migrations ./migrations
+COPY openapi.yaml ./
+VOLUME ["/data", "/models"]
+EXPOSE 8000
+USER node
+ENTRYPOINT ["node", "bin/openft.js"]
+CMD ["serve"]

@@ -1,0 +1,97 @@
+// Upload a 512 MB fine-tune JSONL through the official Node SDK and compare the throughput with
+// `cp` of the same file into the same folder, in the same run; report the server's peak RSS
+// growth during the upload. Run: npm run bench:upload  (MB = 10^6 bytes)
+import { spawn, spawnSync } from "node:child_process";
+import { createReadStream } from "node:fs";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { startServer } from "../test/helpers/server.js";
+
+const SIZE = Number(process.env.BENCH_UPLOAD_BYTES ?? 512 * 1000 * 1000);
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+
+async function makeJsonl(file: string, size: number): Promise<number> {
+  const handle = await fs.open(file, "w");
+  let written = 0;
+  let i = 0;
+  const batch: string[] = [];
+  while (written < size) {
+    const line = JSON.stringify({
+      messages: [
+        { role: "system", content: "You are a terse assistant." },
+        { role: "user", content: `Question ${i}: ${"lorem ipsum ".repeat(20)}` },
+        { role: "assistant", content: `Answer ${i}: ${"dolor sit amet ".repeat(25)}` },
+      ],
+    }) + "\n";
+    batch.push(line);
+    written += Buffer.byteLength(line);
+    i++;
+    if (batch.length === 4096) await handle.write(batch.splice(0).join(""));
+  }
+  await handle.write(batch.join(""));
+  await handle.close();
+  return written;
+}
+
+function statusKb(pid: number, field: string): number {
+  const text = spawnSync("cat", [`/proc/${pid}/status`]).stdout.toString();
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
+  return m ? Number(m[1]) : NaN;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function timeCp(src: string, dst: string): Promise<number> {
+  const t = process.hrtime.bigint();
+  await new Promise<void>((resolve, reject) =>
+    spawn("cp", [src, dst], { stdio: "inherit" }).on("exit", (c) => (c === 0 ? resolve() : reject(new Error(`cp ${c}`)))),
+  );
+  return Number(process.hrtime.bigint() - t) / 1e9;
+}
+
+async function main() {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "openft-bench-upload-"));
+  const src = path.join(dir, "train.jsonl");
+  const bytes = await makeJsonl(src, SIZE);
+  const mb = bytes / 1e6;
+  console.log(`file: ${mb.toFixed(1)} MB JSONL in ${dir}`);
+
+  // The server keeps its blobs in the same folder, so both write to the same disk.
+  const server = await startServer({ env: { OPENFT_DATA_DIR: path.join(dir, "data"), OPENFT_LOG_LEVEL: "warn" } });
+  const pid = server.proc.pid!;
+  const client = server.client();
+  const cp: number[] = [];
+  const up: number[] = [];
+  const rss: number[] = [];
+  try {
+    for (let r = 0; r < RUNS; r++) {
+      const dst = path.join(dir, `copy-${r}.jsonl`);
+      cp.push(mb / (await timeCp(src, dst)));
+      await fs.rm(dst);
+
+      await fs.writeFile(`/proc/${pid}/clear_refs`, "5"); // resets the peak (VmHWM) to the current RSS
+      const before = statusKb(pid, "VmRSS");
+      const t = process.hrtime.bigint();
+      const f = await client.files.create({ file: createReadStream(src), purpose: "fine-tune" });
+      const secs = Number(process.hrtime.bigint() - t) / 1e9;
+      if (f.bytes !== bytes) throw new Error(`uploaded ${f.bytes} of ${bytes} bytes`);
+      up.push(mb / secs);
+      rss.push((statusKb(pid, "VmHWM") - before) / 1024);
+      await client.files.delete(f.id);
+      console.log(`run ${r + 1}: cp ${cp.at(-1)!.toFixed(0)} MB/s, openft upload ${up.at(-1)!.toFixed(0)} MB/s, server peak RSS growth ${rss.at(-1)!.toFixed(1)} MiB`);
+    }
+  } finally {
+    await server.dispose();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+  const ratio = median(up) / median(cp);
+  console.log(
+    `\nmedian of ${RUNS}: cp ${median(cp).toFixed(0)} MB/s | openft upload (Node SDK, line-checked) ${median(up).toFixed(0)} MB/s = ${(ratio * 100).toFixed(0)}% of cp (goal >= 50%) | peak RSS growth max ${Math.max(...rss).toFixed(1)} MiB (goal < 64 MiB)`,
+  );
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,135 @@
+// Wire shapes of the fine-tuning jobs API (OpenAI's names) and the job serializers.
+import { z } from "zod";
+import type { CheckpointRow, EventRow, JobRow } from "../../jobs/repo.js";
+
+const auto = z.literal("auto");
+const intIn = (lo: number, hi: number) => z.number().int().min(lo).max(hi);
+
+/** OpenAI's three hyperparameters plus our LoRA extensions; each "auto" or a number in range. */
+export const hyperparameters = z
+  .object({
+    n_epochs: z.union([auto, intIn(1, 50)]).nullish(),
+    batch_size: z.union([auto, intIn(1, 256)]).nullish(),
+    learning_rate_multiplier: z.union([auto, z.number().gt(0).max(10)]).nullish(),
+    lora_rank: z.union([auto, intIn(1, 256)]).nullish(),
+    lora_alpha: z.union([auto, z.number().gt(0).max(1024)]).nullish(),
+    lora_dropout: z.union([auto, z.number().min(0).max(0.5)]).nullish(),
+    quantization: z.enum(["none", "nf4"]).nullish(),
+  })
+  .strict();
+export type Hyperparameters = z.infer<typeof hyperparameters>;
+
+export const createJobBody = z
+  .object({
+    model: z.string().min(1),
+    training_file: z.string().min(1),
+    validation_file: z.string().min(1).nullish(),
+    hyperparameters: hyperparameters.nullish(),
+    method: z
+      .object({
+        type: z.enum(["supervised", "dpo", "reinforcement"]),
+        supervised: z.object({ hyperparameters: hyperparameters.nullish() }).strict().nullish(),
+        dpo: z.unknown().optional(),
+        reinforcement: z.unknown().optional(),
+      })
+      .nullish(),
+    suffix: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[A-Za-z0-9_-]+$/, "suffix may only contain letters, digits, '-' and '_'")
+      .nullish(),
+    seed: z.number().int().min(0).max(2_147_483_647).nullish(),
+    metadata: z
+      .record(z.string().max(64), z.string().max(512))
+      .refine((m) => Object.keys(m).length <= 16, "metadata may have at most 16 pairs")
+      .nullish(),
+    integrations: z.array(z.unknown()).nullish(),
+  })
+  .strict();
+export type CreateJobBody = z.infer<typeof createJobBody>;
+
+export const listJobsQuery = z.object({
+  after: z.string().min(1).optional(),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+});
+
+export const listEventsQuery = z.object({
+  after: z.string().min(1).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(20),
+});
+
+export const listCheckpointsQuery = z.object({
+  after: z.string().min(1).optional(),
+  limit: z.coerce.number().int().min(1).max(100).default(10),
+});
+
+export const jobIdParams = z.object({ fine_tuning_job_id: z.string().min(1) });
+
+export interface StoredMethod {
+  type: "supervised";
+  supervised: { hyperparameters: Record<string, number | string> };
+}
+
+export function orgId(projectId: string): string {
+  return `org-${projectId.replace(/^proj_/, "")}`;
+}
+
+const NO_ERROR = { code: null, message: null, param: null };
+
+export function toJobObject(row: JobRow) {
+  const method = row.method as StoredMethod;
+  const hp = method.supervised.hyperparameters;
+  return {
+    id: row.id,
+    object: "fine_tuning.job" as const,
+    created_at: row.createdAt,
+    model: row.model,
+    training_file: row.trainingFile,
+    validation_file: row.validationFile,
+    status: row.status,
+    error: row.error ?? NO_ERROR,
+    fine_tuned_model: row.fineTunedModel,
+    finished_at: row.finishedAt,
+    hyperparameters: {
+      batch_size: hp.batch_size ?? "auto",
+      learning_rate_multiplier: hp.learning_rate_multiplier ?? "auto",
+      n_epochs: hp.n_epochs ?? "auto",
+    },
+    organization_id: orgId(row.projectId),
+    result_files: row.resultFiles as string[],
+    seed: row.seed,
+    trained_tokens: row.trainedTokens,
+    estimated_finish: row.estimatedFinish,
+    integrations: (row.integrations as unknown[] | null) ?? [],
+    method,
+    metadata: row.metadata as Record<string, string> | null,
+    user_provided_suffix: row.suffix,
+    usage_metrics: null,
+    shared_with_openai: false,
+  };
+}
+
+export function toEventObject(row: EventRow) {
+  return {
+    id: row.id,
+    object: "fine_tuning.job.event" as const,
+    created_at: row.createdAt,
+    level: row.level,
+    message: row.message,
+    type: row.type,
+    data: row.data ?? {},
+  };
+}
+
+export function toCheckpointObject(row: CheckpointRow) {
+  return {
+    id: row.id,
+    object: "fine_tuning.job.checkpoint" as const,
+    created_at: row.createdAt,
+    fine_tuned_model_checkpoint: row.modelName,
+    step_number: row.stepNumber,
+    fine_tuning_job_id: row.jobId,
+    metrics: row.metrics as Record<string, number>,
+  };
+}

@@ -1,0 +1,208 @@
+// The fine-tuning jobs API's logic, free of HTTP: create (with validation of every parameter),
+// list, retrieve, cancel, pause, resume, events and checkpoints.
+import { createHash } from "node:crypto";
+import type { Logger } from "pino";
+import { newId, nowSeconds } from "../../ids.js";
+import type { BaseModels } from "../../jobs/base-models.js";
+import { parseFtName } from "../../jobs/names.js";
+import * as jobs from "../../jobs/repo.js";
+import type { Db } from "../../storage/db.js";
+import { getFile } from "../../storage/repos/files.js";
+import { ApiError } from "../errors.js";
+import {
+  toCheckpointObject,
+  toEventObject,
+  toJobObject,
+  type CreateJobBody,
+  type Hyperparameters,
+  type StoredMethod,
+} from "./schema.js";
+
+// A retry of the same create within this window returns the first job instead of a second one.
+const RETRY_DEDUPE_SECONDS = 600;
+
+export interface FineTuningDeps {
+  readonly db: Db;
+  readonly log: Logger;
+  readonly baseModels: BaseModels;
+  /** Called after a job is created, so validation starts at once. */
+  readonly onCreated: () => void;
+  /** Called when a job goes back to the queue (resume), to wake waiting workers. */
+  readonly onQueued: () => void;
+}
+
+type Action = "cancel" | "pause" | "resume";
+
+// For each action: the states it applies to, the state it leads to, the states in which a
+// repeat (an SDK retry) just returns the job, and the event it writes.
+const ACTIONS: Record<Action, { from: string[]; to: string; already: string[]; event: string }> = {
+  cancel: { from: ["validating_files", "queued", "running", "paused"], to: "cancelled", already: ["cancelled"], event: "Fine-tuning job cancelled" },
+  pause: { from: ["queued", "running"], to: "paused", already: ["paused"], event: "Fine-tuning job paused" },
+  resume: { from: ["paused"], to: "queued", already: ["queued", "running"], event: "Fine-tuning job resumed" },
+};
+
+function fingerprint(projectId: string, body: CreateJobBody): string {
+  return createHash("sha256").update(projectId).update(JSON.stringify(body)).digest("hex");
+}
+
+function mergeHyperparameters(body: CreateJobBody): Hyperparameters {
+  const method = body.method;
+  if (method && method.type !== "supervised") {
+    throw ApiError.badRequest(
+      `Fine-tuning method '${method.type}' is not supported yet; use method.type 'supervised'.`,
+      "method.type",
+      "unsupported_method",
+    );
+  }
+  const fromMethod = method?.supervised?.hyperparameters ?? undefined;
+  if (fromMethod && body.hyperparameters) {
+    throw ApiError.badRequest(
+      "Specify hyperparameters either in 'method.supervised.hyperparameters' or in the deprecated 'hyperparameters', not both.",
+      "hyperparameters",
+    );
+  }
+  return fromMethod ?? body.hyperparameters ?? {};
+}
+
+function storedMethod(hp: Hyperparameters): StoredMethod {
+  const out: Record<string, number | string> = {};
+  for (const key of ["n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank", "lora_alpha", "lora_dropout"] as const) {
+    out[key] = hp[key] ?? "auto";
+  }
+  out.quantization = hp.quantization ?? "none";
+  return { type: "supervised", supervised: { hyperparameters: out } };
+}
+
+export class FineTuningService {
+  constructor(private readonly deps: FineTuningDeps) {}
+
+  private async resolveModel(projectId: string, model: string): Promise<{ base: string; parent: string | null }> {
+    const notAvailable = () =>
+      ApiError.badRequest(`Model ${model} is not available for fine-tuning or does not exist.`, "model", "model_not_available");
+    if (model.startsWith("ft:")) {
+      if (!parseFtName(model)) throw notAvailable();
+      const row = await jobs.getModel(this.deps.db, projectId, model);
+      if (!row) throw notAvailable();
+      return { base: row.baseModel, parent: model };
+    }
+    if (!(await this.deps.baseModels.get(model))) throw notAvailable();
+    return { base: model, parent: null };
+  }
+
+  private async checkFile(projectId: string, id: string, param: "training_file" | "validation_file"): Promise<void> {
+    const file = await getFile(this.deps.db, projectId, id, nowSeconds());
+    if (!file) throw ApiError.badRequest(`invalid ${param}: ${id}`, param, "invalid_file");
+    if (file.purpose !== "fine-tune") {
+      throw ApiError.badRequest(`invalid ${param}: ${id} has purpose '${file.purpose}'; upload it with purpose 'fine-tune'.`, param, "invalid_file");
+    }
+  }
+
+  async create(projectId: string, body: CreateJobBody, isRetry: boolean) {
+    const { db } = this.deps;
+    const print = fingerprint(projectId, body);
+    if (isRetry) {
+      const earlier = await jobs.findJobByFingerprint(db, projectId, print, nowSeconds() - RETRY_DEDUPE_SECONDS);
+      if (earlier) return toJobObject(earlier);
+    }
+    const hp = mergeHyperparameters(body);
+    if (body.integrations && body.integrations.length > 0) {
+      throw ApiError.badRequest("Integrations (wandb) are not supported by this server.", "integrations", "unsupported_parameter");
+    }
+    const { base, parent } = await this.resolveModel(projectId, body.model);
+    await this.checkFile(projectId, body.training_file, "training_file");
+    if (body.validation_file) await this.checkFile(projectId, body.validation_file, "validation_file");
+
+    const id = `ftjob-${newId.file().slice(5)}`;
+    const validating = body.validation_file
+      ? `Validating training file: ${body.training_file} and validation file: ${body.validation_file}`
+      : `Validating training file: ${body.training_file}`;
+    const row = await jobs.insertJob(
+      db,
+      {
+        id,
+        projectId,
+        createdAt: nowSeconds(),
+        model: body.model,
+        baseModel: base,
+        parentModel: parent,
+        trainingFile: body.training_file,
+        validationFile: body.validation_file ?? null,
+        status: "validating_files",
+        method: storedMethod(hp),
+        suffix: body.suffix ?? null,
+        seed: body.seed ?? Math.floor(Math.random() * 2_147_483_647),
+        metadata: body.metadata ?? null,
+        integrations: [],
+        resultFiles: [],
+        createFingerprint: print,
+      },
+      [{ message: `Created fine-tuning job: ${id}` }, { message: validating }],
+    );
+    this.deps.onCreated();
+    return toJobObject(row);
+  }
+
+  private async mustGet(projectId: string, id: string) {
+    const row = await jobs.getJob(this.deps.db, projectId, id);
+    if (!row) throw ApiError.notFound(`No such fine-tuning job: ${id}`, "fine_tuning_job_id");
+    return row;
+  }
+
+  async retrieve(projectId: string, id: string) {
+    return toJobObject(await this.mustGet(projectId, id));
+  }
+
+  async list(projectId: string, q: { after?: string | undefined; limit: number; metadata: Record<string, string> | null | undefined }) {
+    let afterSeq: number | undefined;
+    if (q.after !== undefined) {
+      afterSeq = await jobs.getJobSeq(this.deps.db, projectId, q.after);
+      if (afterSeq === undefined) throw ApiError.badRequest(`No such fine-tuning job: ${q.after}`, "after");
+    }
+    const rows = await jobs.listJobs(this.deps.db, projectId, { limit: q.limit, afterSeq, metadata: q.metadata });
+    return { object: "list" as const, data: rows.slice(0, q.limit).map(toJobObject), has_more: rows.length > q.limit };
+  }
+
+  async act(projectId: string, id: string, action: Action) {
+    const rule = ACTIONS[action];
+    const job = await this.mustGet(projectId, id);
+    const set: Partial<jobs.NewJob> = { status: rule.to, estimatedFinish: null };
+    if (action === "cancel") set.finishedAt = nowSeconds();
+    const row = await jobs.transition(this.deps.db, id, rule.from, set, [{ message: rule.event }]);
+    if (row) {
+      if (row.status === "queued") this.deps.onQueued();
+      return toJobObject(row);
+    }
+    const now = await this.mustGet(projectId, id);
+    if (rule.already.includes(now.status)) return toJobObject(now);
+    throw ApiError.badRequest(`Cannot ${action} a fine-tuning job whose status is '${now.status ?? job.status}'.`, "fine_tuning_job_id", "invalid_job_state");
+  }
+
+  async events(projectId: string, id: string, q: { after?: string | undefined; limit: number }) {
+    await this.mustGet(projectId, id);
+    let afterSeq: number | undefined;
+    if (q.after !== undefined) {
+      afterSeq = await jobs.getEventSeq(this.deps.db, id, q.after);
+      if (afterSeq === undefined) throw ApiError.badRequest(`No such event: ${q.after}`, "after");
+    }
+    const rows = await jobs.listEvents(this.deps.db, id, q.limit, afterSeq);
+    return { object: "list" as const, data: rows.slice(0, q.limit).map(toEventObject), has_more: rows.length > q.limit };
+  }
+
+  async checkpoints(projectId: string, id: string, q: { after?: string | undefined; limit: number }) {
+    await this.mustGet(projectId, id);
+    const all = await jobs.listCheckpoints(this.deps.db, id);
+    let start = 0;
+    if (q.after !== undefined) {
+      start = all.findIndex((c) => c.id === q.after) + 1;
+      if (start === 0) throw ApiError.badRequest(`No such checkpoint: ${q.after}`, "after");
+    }
+    const page = all.slice(start, start + q.limit).map(toCheckpointObject);
+    return {
+      object: "list" as const,
+      data: page,
+      first_id: page[0]?.id ?? null,
+      last_id: page.at(-1)?.id ?? null,
+      has_more: start + q.limit < all.length,
+    };
+  }
+}

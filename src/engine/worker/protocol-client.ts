@@ -1,0 +1,154 @@
+// The worker's side of the worker protocol (/internal/v1), over plain fetch. The embedded
+// worker uses it over loopback, a remote one over the network: the same path either way.
+import { Readable } from "node:stream";
+
+export interface JobSpec {
+  job: {
+    id: string;
+    attempt: number;
+    base_model: string;
+    parent_model: string | null;
+    training_file: string;
+    validation_file: string | null;
+    hyperparameters: Record<string, number | string>;
+    seed: number;
+    suffix: string | null;
+    n_examples: number | null;
+    epoch_tokens: number | null;
+  };
+  resume: { checkpoint_id: string; step: number; epoch: number; files: string[] } | null;
+  parent: { model: string; files: string[] } | null;
+  lease: { expires_at_ms: number; lease_seconds: number; heartbeat_seconds: number };
+}
+
+export interface Progress {
+  step: number;
+  total_steps: number;
+  steps_per_second: number;
+}
+
+export interface WorkerEvent {
+  level?: "info" | "warn" | "error";
+  message: string;
+  type?: "message" | "metrics";
+  data?: Record<string, unknown>;
+}
+
+export type Action = "continue" | "cancel" | "pause" | "lost";
+
+export class ProtocolError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class ProtocolClient {
+  private readonly base: string;
+
+  constructor(
+    apiUrl: string,
+    private readonly token: string,
+    private readonly retryForMs = 120_000,
+  ) {
+    this.base = `${apiUrl.replace(/\/+$/, "")}/internal/v1`;
+  }
+
+  /**
+   * One protocol call. While the API is unreachable or answers 5xx (it may be restarting), the
+   * call is retried with backoff for up to retryForMs, so a running training survives an API
+   * restart; bodies given as streams are sent once.
+   */
+  private async call(method: string, path: string, body?: unknown, init: RequestInit = {}): Promise<Response> {
+    const retryable = !(init.body instanceof ReadableStream);
+    const deadline = Date.now() + this.retryForMs;
+    for (let delay = 200; ; delay = Math.min(delay * 2, 5000)) {
+      try {
+        return await this.callOnce(method, path, body, init);
+      } catch (err) {
+        const transient = !(err instanceof ProtocolError) || err.status >= 500;
+        if (!retryable || !transient || Date.now() + delay > deadline || init.signal?.aborted) throw err;
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  private async callOnce(method: string, path: string, body?: unknown, init: RequestInit = {}): Promise<Response> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.token}` };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const res = await fetch(`${this.base}${path}`, {
+      method,
+      headers: { ...headers, ...(init.headers as Record<string, string> | undefined) },
+      body: body === undefined ? init.body : JSON.stringify(body),
+      ...(init.body instanceof ReadableStream ? { duplex: "half" } : {}),
+      signal: init.signal ?? null,
+    } as RequestInit);
+    if (!res.ok) {
+      const text = await res.text();
+      let message = text;
+      try {
+        message = (JSON.parse(text) as { error?: { message?: string } }).error?.message ?? text;
+      } catch {
+        // not JSON: keep the text
+      }
+      throw new ProtocolError(res.status, `${method} ${path}: ${res.status} ${message}`);
+    }
+    return res;
+  }
+
+  private async json<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return (await (await this.call(method, path, body ?? {})).json()) as T;
+  }
+
+  register(): Promise<{ worker_id: string; name: string; lease_seconds: number; heartbeat_seconds: number }> {
+    return this.json("POST", "/register");
+  }
+
+  /** A job, or undefined after waitSeconds without one. */
+  async claim(waitSeconds: number, signal?: AbortSignal): Promise<JobSpec | undefined> {
+    const res = await this.call("POST", "/claim", { wait_seconds: waitSeconds }, signal ? { signal } : {});
+    if (res.status === 204) return undefined;
+    return (await res.json()) as JobSpec;
+  }
+
+  async heartbeat(jobId: string, progress?: Progress): Promise<Action> {
+    return (await this.json<{ action: Action }>("POST", `/jobs/${jobId}/heartbeat`, progress ? { progress } : {})).action;
+  }
+
+  async events(jobId: string, events: WorkerEvent[], progress?: Progress): Promise<void> {
+    await this.json("POST", `/jobs/${jobId}/events`, progress ? { events, progress } : { events });
+  }
+
+  async download(jobId: string, what: { input: "training_file" | "validation_file" } | { source: "resume" | "parent"; file: string }): Promise<Readable> {
+    const path = "input" in what ? `/jobs/${jobId}/inputs/${what.input}` : `/jobs/${jobId}/sources/${what.source}/${what.file}`;
+    const res = await this.call("GET", path);
+    return Readable.fromWeb(res.body as import("node:stream/web").ReadableStream);
+  }
+
+  /** Streams an artifact up (an adapter file, optimizer state, ...). */
+  async upload(jobId: string, kind: "checkpoint" | "final", step: number, file: string, body: Readable | Buffer): Promise<void> {
+    await this.call("PUT", `/jobs/${jobId}/artifacts/${kind}/${step}/${file}`, undefined, {
+      headers: { "content-type": "application/octet-stream" },
+      // A Buffer is sent as is (and can be sent again); a stream is streamed once.
+      body: Buffer.isBuffer(body) ? new Uint8Array(body) : (Readable.toWeb(body) as ReadableStream),
+    });
+  }
+
+  async checkpoint(jobId: string, c: { step: number; epoch: number; metrics: Record<string, number>; files: string[] }): Promise<void> {
+    await this.json("POST", `/jobs/${jobId}/checkpoints`, c);
+  }
+
+  async complete(jobId: string, r: { trained_tokens: number; files: string[] }): Promise<{ fine_tuned_model: string }> {
+    return this.json("POST", `/jobs/${jobId}/complete`, r);
+  }
+
+  async fail(jobId: string, e: { code: string; message: string }): Promise<void> {
+    await this.json("POST", `/jobs/${jobId}/fail`, e);
+  }
+
+  async release(jobId: string): Promise<void> {
+    await this.json("POST", `/jobs/${jobId}/release`);
+  }
+}

@@ -1,0 +1,67 @@
+// Starting a worker that runs the real trainer: the embedded one of `openft serve` (over
+// loopback) and the one of `openft worker --api URL --token TOKEN`.
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import type { Logger } from "pino";
+import { ProtocolClient } from "./protocol-client.js";
+import { TrainerRunner } from "./trainer-runner.js";
+import { Worker } from "./worker.js";
+
+/** The repository (or image) root: the folder above this file that has package.json. */
+export function projectRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, "package.json"))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error("package.json not found above the worker");
+    dir = up;
+  }
+  return dir;
+}
+
+export interface TrainerWorkerOptions {
+  readonly apiUrl: string;
+  readonly token: string;
+  readonly modelsDir: string;
+  readonly workDir: string;
+  readonly python: string | undefined;
+  readonly device: "auto" | "cpu" | "cuda";
+  readonly log: Logger;
+  readonly env: Readonly<Record<string, string | undefined>>;
+}
+
+export function trainerPaths(python: string | undefined) {
+  const root = projectRoot();
+  const venv = path.join(root, ".venv", "bin", "python");
+  return { python: python ?? (existsSync(venv) ? venv : "python3"), trainerPath: path.join(root, "src", "engine", "trainer") };
+}
+
+/** Whether the trainer and its requirements import; the reason when not. */
+export async function trainerAvailable(
+  python: string,
+  trainerPath: string,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<string | undefined> {
+  try {
+    await promisify(execFile)(python, ["-c", "import openft_trainer, torch, transformers, peft"], {
+      env: { ...env, PYTHONPATH: trainerPath },
+      timeout: 120_000,
+    });
+    return undefined;
+  } catch (err) {
+    return ((err as { stderr?: string }).stderr ?? (err as Error).message).trim().split("\n").slice(-1)[0];
+  }
+}
+
+export function startTrainerWorker(o: TrainerWorkerOptions): Worker {
+  const { python, trainerPath } = trainerPaths(o.python);
+  const worker = new Worker({
+    client: new ProtocolClient(o.apiUrl, o.token),
+    runner: new TrainerRunner({ python, trainerPath, modelsDir: o.modelsDir, workDir: o.workDir, device: o.device, env: o.env }),
+    log: o.log,
+  });
+  worker.start();
+  return worker;
+}

@@ -1,0 +1,165 @@
+// The job queue: a table read with FOR UPDATE SKIP LOCKED (as graphile-worker and pg-boss do).
+// A claim takes a lease that heartbeats extend; cancel and pause reach the running worker in the
+// heartbeat reply; a lapsed lease puts the job back (a bounded number of times).
+//
+// Fairness: each queued job carries fair_rank, fixed when it is enqueued: one more than the
+// highest rank of its own project's unfinished jobs, but never below the lowest rank still
+// queued (start-time fair queuing). Claims take the lowest (fair_rank, seq), so projects take
+// turns while each project's own jobs stay first in, first out, and one index serves the claim.
+import { and, asc, eq, inArray, isNotNull, lt, min, sql } from "drizzle-orm";
+import type { Db } from "../storage/db.js";
+import { fineTuningJobs } from "../storage/schema.js";
+import { insertEvents, type DbOrTx, type JobRow } from "./repo.js";
+
+const UNFINISHED = ["queued", "running", "paused"];
+
+/** The rank a job of `projectId` gets when it joins the queue now. */
+export async function nextFairRank(db: DbOrTx, projectId: string): Promise<number> {
+  const [own] = await db
+    .select({ top: sql<number | null>`max(${fineTuningJobs.fairRank})` })
+    .from(fineTuningJobs)
+    .where(and(eq(fineTuningJobs.projectId, projectId), inArray(fineTuningJobs.status, UNFINISHED)));
+  const [floor] = await db
+    .select({ low: min(fineTuningJobs.fairRank) })
+    .from(fineTuningJobs)
+    .where(eq(fineTuningJobs.status, "queued"));
+  const next = own?.top === null || own?.top === undefined ? 0 : Number(own.top) + 1;
+  return Math.max(next, Number(floor?.low ?? 0));
+}
+
+/**
+ * Claims the next queued job for a worker, or undefined when none is free. SKIP LOCKED lets
+ * concurrent claimers pass over each other's candidate rows instead of queueing behind them;
+ * the lease_owner check keeps a paused-then-resumed job away from new workers until the worker
+ * that paused it has let go.
+ */
+export async function claimNext(db: Db, workerId: string, leaseMs: number): Promise<JobRow | undefined> {
+  return db.transaction(async (tx) => {
+    const now = Date.now();
+    const [next] = await tx
+      .select({ id: fineTuningJobs.id })
+      .from(fineTuningJobs)
+      .where(
+        and(
+          eq(fineTuningJobs.status, "queued"),
+          sql`(${fineTuningJobs.leaseOwner} is null or ${fineTuningJobs.leaseExpiresAt} < ${now})`,
+        ),
+      )
+      .orderBy(asc(fineTuningJobs.fairRank), asc(fineTuningJobs.seq))
+      .limit(1)
+      .for("update", { skipLocked: true });
+    if (!next) return undefined;
+    const [row] = await tx
+      .update(fineTuningJobs)
+      .set({ status: "running", leaseOwner: workerId, leaseExpiresAt: now + leaseMs })
+      .where(eq(fineTuningJobs.id, next.id))
+      .returning();
+    return row;
+  });
+}
+
+export type HeartbeatAction = "continue" | "cancel" | "pause" | "lost";
+
+/** Extends the lease of a job the worker holds and tells it what the user asked for meanwhile. */
+export async function heartbeat(db: Db, jobId: string, workerId: string, leaseMs: number): Promise<HeartbeatAction> {
+  const [row] = await db
+    .update(fineTuningJobs)
+    .set({ leaseExpiresAt: Date.now() + leaseMs })
+    .where(
+      and(
+        eq(fineTuningJobs.id, jobId),
+        eq(fineTuningJobs.leaseOwner, workerId),
+        inArray(fineTuningJobs.status, ["running", "paused", "cancelled", "queued"]),
+      ),
+    )
+    .returning({ status: fineTuningJobs.status });
+  if (!row) return "lost";
+  if (row.status === "cancelled") return "cancel";
+  // Queued while we hold it: the user paused and resumed before we noticed. Stop as for a
+  // pause (checkpoint, let go); the job then resumes from that checkpoint.
+  if (row.status === "paused" || row.status === "queued") return "pause";
+  return "continue";
+}
+
+/**
+ * The worker lets go of a job it stopped. A paused or cancelled job just loses its lease; a job
+ * still running (its worker is shutting down) goes back to the queue at once, without counting
+ * as a lost attempt, and the next worker resumes it from its newest checkpoint.
+ */
+export async function release(db: Db, jobId: string, workerId: string): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const held = and(eq(fineTuningJobs.id, jobId), eq(fineTuningJobs.leaseOwner, workerId));
+    const requeued = await tx
+      .update(fineTuningJobs)
+      .set({ status: "queued", leaseOwner: null, leaseExpiresAt: null, estimatedFinish: null })
+      .where(and(held, eq(fineTuningJobs.status, "running")))
+      .returning({ id: fineTuningJobs.id });
+    if (requeued.length > 0) {
+      await insertEvents(tx, jobId, [{ level: "warn", message: "The worker running this job shut down; the job was put back in the queue" }]);
+      return true;
+    }
+    const rows = await tx
+      .update(fineTuningJobs)
+      .set({ leaseOwner: null, leaseExpiresAt: null })
+      .where(held)
+      .returning({ id: fineTuningJobs.id });
+    return rows.length > 0;
+  });
+}
+
+/**
+ * Running jobs whose lease lapsed (their worker died or lost the network) go back to the queue,
+ * keeping their rank, until max_attempts; then they fail with a clear error. Stale leases of
+ * paused or cancelled jobs are simply cleared.
+ */
+export async function reapExpiredLeases(db: Db): Promise<{ requeued: number; failed: number }> {
+  const now = Date.now();
+  const expired = await db
+    .select()
+    .from(fineTuningJobs)
+    .where(and(isNotNull(fineTuningJobs.leaseOwner), lt(fineTuningJobs.leaseExpiresAt, now)))
+    .limit(100);
+  let requeued = 0;
+  let failed = 0;
+  for (const job of expired) {
+    await db.transaction(async (tx) => {
+      const guard = and(
+        eq(fineTuningJobs.id, job.id),
+        eq(fineTuningJobs.leaseOwner, job.leaseOwner!),
+        lt(fineTuningJobs.leaseExpiresAt, now),
+      );
+      if (job.status !== "running") {
+        await tx.update(fineTuningJobs).set({ leaseOwner: null, leaseExpiresAt: null }).where(guard);
+        return;
+      }
+      const lost = job.attempts + 1;
+      if (lost < job.maxAttempts) {
+        const rows = await tx
+          .update(fineTuningJobs)
+          .set({ status: "queued", leaseOwner: null, leaseExpiresAt: null, estimatedFinish: null, attempts: lost })
+          .where(and(guard, eq(fineTuningJobs.status, "running")))
+          .returning({ id: fineTuningJobs.id });
+        if (rows.length === 0) return;
+        requeued++;
+        await insertEvents(tx, job.id, [
+          { level: "warn", message: `The worker running this job stopped responding; the job was put back in the queue and attempt ${lost + 1} of ${job.maxAttempts} will resume from its latest checkpoint` },
+        ]);
+        return;
+      }
+      const error = {
+        code: "worker_lost",
+        param: null,
+        message: `The job failed: its worker stopped responding ${lost} times.`,
+      };
+      const rows = await tx
+        .update(fineTuningJobs)
+        .set({ status: "failed", leaseOwner: null, leaseExpiresAt: null, error, attempts: lost, finishedAt: Math.floor(now / 1000), estimatedFinish: null })
+        .where(and(guard, eq(fineTuningJobs.status, "running")))
+        .returning({ id: fineTuningJobs.id });
+      if (rows.length === 0) return;
+      failed++;
+      await insertEvents(tx, job.id, [{ level: "error", message: error.message }]);
+    });
+  }
+  return { requeued, failed };
+}
