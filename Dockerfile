@@ -17,12 +17,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends python3 python3
 
 FROM base AS venv
 WORKDIR /app
-COPY src/engine ./src/engine
-# The trainer's pinned requirements land here with the trainer; until then the venv is empty.
-RUN python3 -m venv /app/.venv && \
-    if [ -f src/engine/trainer/requirements.txt ]; then \
-      /app/.venv/bin/pip install --no-cache-dir -r src/engine/trainer/requirements.txt; \
-    fi
+COPY requirements-trainer.txt ./
+# The trainer's pinned requirements (torch, transformers, peft, bitsandbytes).
+RUN python3 -m venv /app/.venv && /app/.venv/bin/pip install --no-cache-dir -r requirements-trainer.txt
 
 FROM base AS runtime
 WORKDIR /app
@@ -40,6 +37,7 @@ COPY --from=venv /app/.venv ./.venv
 COPY package.json ./
 COPY bin ./bin
 COPY migrations ./migrations
+COPY src/engine/trainer ./src/engine/trainer
 COPY openapi.yaml ./
 VOLUME ["/data", "/models"]
 EXPOSE 8000

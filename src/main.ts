@@ -19,8 +19,8 @@ import { startSweeper } from "./storage/sweeper.js";
 const USAGE = `usage:
   openft serve [--host HOST] [--port PORT] [--data-dir DIR] [--models-dir DIR]
   openft migrate [--data-dir DIR]
-  openft keys create --project NAME [--data-dir DIR]
-  openft workers create --name NAME [--data-dir DIR]   prints a worker token
+  openft keys create --project NAME [--project NAME ...] [--data-dir DIR]   prints a key per project
+  openft workers create --name NAME [--name NAME ...] [--data-dir DIR]   prints a worker token per name
   openft worker --api URL --token TOKEN [--models-dir DIR] [--work-dir DIR]
 
 environment: OPENFT_HOST, OPENFT_PORT, OPENFT_DATA_DIR, OPENFT_MODELS_DIR, OPENFT_API_KEY,
@@ -36,8 +36,8 @@ function parse(argv: string[]) {
       port: { type: "string" },
       "data-dir": { type: "string" },
       "models-dir": { type: "string" },
-      project: { type: "string" },
-      name: { type: "string" },
+      project: { type: "string", multiple: true },
+      name: { type: "string", multiple: true },
       api: { type: "string" },
       token: { type: "string" },
       "work-dir": { type: "string" },
@@ -201,14 +201,14 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "keys": {
-      if (sub !== "create" || !parsed.values.project) {
+      if (sub !== "create" || !parsed.values.project?.length) {
         process.stderr.write(`${USAGE}\n`);
         return 2;
       }
+      // One key per --project, one per line, in order.
       const database = await openStorage(config);
-      const { secret } = await createApiKey(database.db, parsed.values.project);
+      for (const project of parsed.values.project) process.stdout.write(`${(await createApiKey(database.db, project)).secret}\n`);
       await database.close();
-      process.stdout.write(`${secret}\n`);
       return 0;
     }
     case "worker": {
@@ -220,14 +220,14 @@ export async function main(argv: string[]): Promise<number> {
       return -1; // keeps running
     }
     case "workers": {
-      if (sub !== "create" || !parsed.values.name) {
+      if (sub !== "create" || !parsed.values.name?.length) {
         process.stderr.write(`${USAGE}\n`);
         return 2;
       }
+      // One token per --name, one per line, in order.
       const database = await openStorage(config);
-      const { token } = await createWorker(database.db, parsed.values.name);
+      for (const name of parsed.values.name) process.stdout.write(`${(await createWorker(database.db, name)).token}\n`);
       await database.close();
-      process.stdout.write(`${token}\n`);
       return 0;
     }
     default:

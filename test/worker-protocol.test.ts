@@ -55,7 +55,7 @@ describe("worker protocol", () => {
   };
 
   before(async () => {
-    server = await startServer({ workers: ["w1", "w2", "w3", "w4", "w5", "w6", "killme"], env: { OPENFT_WORKER_LEASE_SECONDS: "2" } });
+    server = await startServer({ projects: ["busy", "quiet"], workers: ["w1", "w2", "w3", "w4", "w5", "w6", "killme"], env: { OPENFT_WORKER_LEASE_SECONDS: "3" } });
     await buildGpt2ChatmlFolder({ parent: server.env.OPENFT_MODELS_DIR });
     client = server.client();
     fileId = (await client.files.create({ file: await toFile(Buffer.from(jsonl(12)), "train.jsonl"), purpose: "fine-tune" })).id;
@@ -162,6 +162,38 @@ describe("worker protocol", () => {
     assert.equal((await messages(job.id))[0]!.level, "error");
   });
 
+  test("first in, first out within a project, and projects take turns", async () => {
+    const busy = server.client(server.projectKeys.busy);
+    const quiet = server.client(server.projectKeys.quiet);
+    const upload = async (c: OpenAI) => (await c.files.create({ file: await toFile(Buffer.from(jsonl(10)), "t.jsonl"), purpose: "fine-tune" })).id;
+    const busyFile = await upload(busy);
+    const quietFile = await upload(quiet);
+    const hp = { n_epochs: 1, batch_size: 10 };
+    const busyJobs: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const j = await busy.fineTuning.jobs.create({ model: MODEL, training_file: busyFile, hyperparameters: hp });
+      busyJobs.push(j.id);
+    }
+    const quietJob = (await quiet.fineTuning.jobs.create({ model: MODEL, training_file: quietFile, hyperparameters: hp })).id;
+    for (const id of [...busyJobs]) {
+      for (;;) {
+        const j = await busy.fineTuning.jobs.retrieve(id);
+        if (j.status === "queued") break;
+        await sleep(50);
+      }
+    }
+    for (;;) {
+      if ((await quiet.fineTuning.jobs.retrieve(quietJob)).status === "queued") break;
+      await sleep(50);
+    }
+    const order: string[] = [];
+    newWorker("w1", { stepMs: 5, onStep: (id, step) => step === 1 && order.push(id) });
+    const deadline = Date.now() + 30_000;
+    while (order.length < 6 && Date.now() < deadline) await sleep(50);
+    await stopWorkers();
+    assert.deepEqual(order, [busyJobs[0], quietJob, ...busyJobs.slice(1)], "the quiet project's one job runs second, not last");
+  });
+
   test("racing workers never claim a job twice", async () => {
     const ids: string[] = [];
     for (let i = 0; i < 16; i++) ids.push((await createJob({ n_epochs: 1, batch_size: 12 })).id);
@@ -169,8 +201,13 @@ describe("worker protocol", () => {
     for (const id of ids) assert.equal((await waitStatus(id, ["succeeded", "failed"])).status, "succeeded");
     await stopWorkers();
     for (const id of ids) {
-      const starts = (await messages(id)).filter((e) => e.message === "Fine-tuning job started");
-      assert.equal(starts.length, 1, `job ${id} started once`);
+      // A claim is either the first start or follows a lapsed lease (a slow heartbeat on a busy
+      // machine): never two claims of one lease.
+      const events = await messages(id);
+      const claims = events.filter((e) => /^Fine-tuning job (started|resumed)/.test(e.message)).length;
+      const requeues = events.filter((e) => /stopped responding|shut down/.test(e.message)).length;
+      assert.equal(claims, 1 + requeues, `job ${id}: ${events.map((e) => e.message).join(" | ")}`);
+      assert.equal(events.filter((e) => e.message === "The job has successfully completed").length, 1);
     }
   });
 

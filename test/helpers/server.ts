@@ -170,10 +170,16 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
       p.stderr.on("data", (d: Buffer) => (err += d.toString()));
       p.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`openft ${args.join(" ")} exited ${code}: ${err}`))));
     });
-  const projectKeys: Record<string, string> = {};
-  for (const name of opts.projects ?? []) projectKeys[name] = (await runCli(["keys", "create", "--project", name])).trim();
-  const workerTokens: Record<string, string> = {};
-  for (const name of opts.workers ?? []) workerTokens[name] = (await runCli(["workers", "create", "--name", name])).trim();
+  // One CLI run each for all keys and all tokens: opening PGlite costs seconds.
+  const created = async (args: string[], flag: string, names: readonly string[]) => {
+    const out: Record<string, string> = {};
+    if (names.length === 0) return out;
+    const lines = (await runCli([...args, ...names.flatMap((n) => [flag, n])])).trim().split("\n");
+    names.forEach((n, i) => (out[n] = lines[i]!.trim()));
+    return out;
+  };
+  const projectKeys = await created(["keys", "create"], "--project", opts.projects ?? []);
+  const workerTokens = await created(["workers", "create"], "--name", opts.workers ?? []);
 
   const state: { proc?: ChildProcess; log: string } = { log: "" };
   const first = await launch(state);
