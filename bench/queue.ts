@@ -14,8 +14,13 @@
 //   claim only    each loop only claims (the jobs stay running/active); claims/s without the
 //                 finish call.
 // Latency is the claim call alone, in both modes. claims/s is claims / wall time of the phase.
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+// Every phase checks that each job was claimed exactly once (distinct ids, and the rows' final
+// state in the database). Knobs: BENCH_JOBS (10000), BENCH_WORKERS (16), BENCH_WARMUP (500
+// claims per engine first, not counted). Exit status 1 when a goal or a check fails.
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import os from "node:os";
 import { performance } from "node:perf_hooks";
 import pg from "pg";
 import { PgBoss } from "pg-boss";
@@ -40,6 +45,8 @@ interface Engine {
   finish(w: number, id: string): Promise<void>;
   /** How many jobs of the phase the database now holds as claimed (finished, or held). */
   settled(tag: string, mode: Mode): Promise<number>;
+  /** CPU time (ms) used so far by a server process between the workers and PostgreSQL, if any. */
+  serverCpuMs?(): number;
 }
 
 interface Result {
@@ -53,6 +60,10 @@ interface Result {
   readonly p50: number;
   readonly p99: number;
   readonly max: number;
+  /** CPU ms per claim of the bench process (16 worker loops; for pg-boss also pg-boss itself). */
+  readonly benchCpu: number;
+  /** CPU ms per claim of the openft server process; NaN for pg-boss (no server). */
+  readonly serverCpu: number;
 }
 
 /** Nearest-rank percentile of sorted values. */
@@ -68,6 +79,8 @@ async function runPhase(engine: Engine, mode: Mode, n: number): Promise<Result> 
   await engine.enqueue(n, phase);
   const latencies: number[] = [];
   const ids: string[] = [];
+  const cpu0 = process.cpuUsage();
+  const server0 = engine.serverCpuMs?.() ?? NaN;
   const started = performance.now();
   await Promise.all(
     Array.from({ length: WORKERS }, async (_, w) => {
@@ -83,6 +96,8 @@ async function runPhase(engine: Engine, mode: Mode, n: number): Promise<Result> 
     }),
   );
   const seconds = (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const serverMs = (engine.serverCpuMs?.() ?? NaN) - server0;
   const sorted = Float64Array.from(latencies).sort();
   return {
     engine: engine.name,
@@ -95,6 +110,8 @@ async function runPhase(engine: Engine, mode: Mode, n: number): Promise<Result> 
     p50: percentile(sorted, 50),
     p99: percentile(sorted, 99),
     max: sorted.length ? sorted[sorted.length - 1]! : NaN,
+    benchCpu: (cpu.user + cpu.system) / 1000 / ids.length,
+    serverCpu: serverMs / ids.length,
   };
 }
 
@@ -157,6 +174,15 @@ async function dropDatabase(adminUrl: string, name: string): Promise<void> {
   }
 }
 
+const CLK_TCK = Number(spawnSync("getconf", ["CLK_TCK"]).stdout?.toString().trim()) || 100;
+
+/** utime + stime of a process, in ms (Linux /proc). */
+function processCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // fields from the 3rd (state) on
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+}
+
 const METHOD = JSON.stringify({
   type: "supervised",
   supervised: { hyperparameters: { n_epochs: 1, batch_size: 1, learning_rate_multiplier: 1 } },
@@ -165,7 +191,9 @@ const METHOD = JSON.stringify({
 /** openft: jobs go in with SQL; claims and finishes go through the worker protocol. */
 async function openftEngine(databaseUrl: string) {
   const names = Array.from({ length: WORKERS }, (_, i) => `bench-w${i + 1}`);
+  // One `openft workers create` run makes the tokens (and migrates) before the server starts.
   const server = await startServer({
+    workers: names,
     env: {
       DATABASE_URL: databaseUrl,
       // The bench must not race the lease reaper: claim-only jobs stay held for the whole run.
@@ -173,9 +201,8 @@ async function openftEngine(databaseUrl: string) {
       OPENFT_LOG_LEVEL: "warn",
     },
   });
-  // The server has migrated the database and created the "default" project.
-  const tokens = await Promise.all(names.map(async (n) => (await server.cli("workers", "create", "--name", n)).trim()));
-  const clients = tokens.map((t) => new ProtocolClient(server.url, t, 0));
+  const clients = names.map((n) => new ProtocolClient(server.url, server.workerTokens[n]!, 0));
+  // The server created the "default" project at start.
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 2 });
   const { rows } = await pool.query<{ id: string }>("select id from projects where name = 'default'");
   const projectId = rows[0]?.id;
@@ -207,6 +234,7 @@ async function openftEngine(databaseUrl: string) {
       );
       return Number(r.rows[0]!.n);
     },
+    serverCpuMs: () => processCpuMs(server.proc.pid!),
   };
   return {
     engine,
@@ -264,7 +292,7 @@ async function pgBossEngine(databaseUrl: string) {
 }
 
 function table(results: readonly Result[]): string {
-  const head = ["engine", "mode", "claims", "distinct", "settled", "seconds", "claims/s", "p50 ms", "p99 ms", "max ms"];
+  const head = ["engine", "mode", "claims", "distinct", "settled", "seconds", "claims/s", "p50 ms", "p99 ms", "max ms", "cpu ms/claim: bench", "server"];
   const rows = results.map((r) => [
     r.engine,
     r.mode,
@@ -276,6 +304,8 @@ function table(results: readonly Result[]): string {
     r.p50.toFixed(2),
     r.p99.toFixed(2),
     r.max.toFixed(2),
+    r.benchCpu.toFixed(2),
+    Number.isNaN(r.serverCpu) ? "-" : r.serverCpu.toFixed(2),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
@@ -293,6 +323,8 @@ async function main() {
     const boss = await pgBossEngine(await createDatabase(pgServer.url, dbs.boss));
     closers.push(boss.close);
     console.log(`${JOBS} jobs per phase, ${WORKERS} concurrent workers, wait_seconds 0; ${WARMUP} warm-up claims per engine not counted`);
+    const load = () => os.loadavg().map((l) => l.toFixed(1)).join(" ");
+    console.log(`machine: ${os.cpus().length} CPUs, load average ${load()} before the run (PostgreSQL, the server and this process share them)`);
 
     for (const e of [ours.engine, boss.engine]) await runPhase(e, "claim+finish", WARMUP);
     const results: Result[] = [];
@@ -304,6 +336,7 @@ async function main() {
       }
     }
 
+    console.log(`load average ${load()} after the run`);
     console.log("");
     console.log(table(results));
     console.log("");
@@ -312,6 +345,8 @@ async function main() {
     console.log("p50/p99/max: latency of the claim call alone (openft: POST /internal/v1/claim; pg-boss: fetch()).");
     console.log("distinct: distinct job ids claimed; settled: jobs of the phase the database holds as finished");
     console.log("  (claim+finish) or as held (claim only) after their first claim.");
+    console.log("cpu ms/claim: CPU time per claim of this process (the 16 worker loops, and pg-boss itself) and of");
+    console.log("  the openft server process (its finish calls included in claim+finish); PostgreSQL's is not counted.");
     console.log("");
     let pass = true;
     const check = (label: string, good: boolean) => {

@@ -38,9 +38,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating the Python venv"
   "$PY" -m venv .venv
 fi
-if ! stamp_ok venv requirements-dev.txt; then
-  echo "setup: installing Python requirements"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-  stamp_write venv requirements-dev.txt
+# torch is pinned (2.13.0, CPU build on machines without a GPU): an unpinned torch pulls CUDA.
+if ! stamp_ok venv requirements-dev.txt requirements-trainer.txt; then
+  echo "setup: installing Python requirements (test tools and the trainer's)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -r requirements-trainer.txt
+  stamp_write venv requirements-dev.txt requirements-trainer.txt
 fi
 echo "setup: done ($ROOT)"

@@ -6,10 +6,10 @@
 // highest rank of its own project's unfinished jobs, but never below the lowest rank still
 // queued (start-time fair queuing). Claims take the lowest (fair_rank, seq), so projects take
 // turns while each project's own jobs stay first in, first out, and one index serves the claim.
-import { and, asc, eq, inArray, isNotNull, lt, min, sql } from "drizzle-orm";
+import { and, eq, inArray, isNotNull, lt, min, sql } from "drizzle-orm";
 import type { Db } from "../storage/db.js";
 import { fineTuningJobs } from "../storage/schema.js";
-import { insertEvents, type DbOrTx, type JobRow } from "./repo.js";
+import { insertEvents, type DbOrTx } from "./repo.js";
 
 const UNFINISHED = ["queued", "running", "paused"];
 
@@ -27,35 +27,94 @@ export async function nextFairRank(db: DbOrTx, projectId: string): Promise<numbe
   return Math.max(next, Number(floor?.low ?? 0));
 }
 
+/** A claimed job, with the newest checkpoint it resumes from (if any). */
+export interface Claim {
+  readonly id: string;
+  readonly projectId: string;
+  readonly attempts: number;
+  readonly baseModel: string;
+  readonly parentModel: string | null;
+  readonly trainingFile: string;
+  readonly validationFile: string | null;
+  readonly method: unknown;
+  readonly seed: number;
+  readonly suffix: string | null;
+  readonly nExamples: number | null;
+  readonly epochTokens: number | null;
+  readonly leaseExpiresAt: number;
+  readonly resume: { readonly id: string; readonly step: number; readonly epoch: number; readonly files: string[] } | null;
+}
+
+interface ClaimRow {
+  id: string;
+  project_id: string;
+  attempts: number;
+  base_model: string;
+  parent_model: string | null;
+  training_file: string;
+  validation_file: string | null;
+  method: unknown;
+  seed: number;
+  suffix: string | null;
+  n_examples: number | null;
+  epoch_tokens: string | number | null;
+  lease_expires_at: string | number;
+  ckpt_id: string | null;
+  ckpt_step: number | null;
+  ckpt_epoch: number | null;
+  ckpt_files: string[] | null;
+}
+
 /**
- * Claims the next queued job for a worker, or undefined when none is free. SKIP LOCKED lets
- * concurrent claimers pass over each other's candidate rows instead of queueing behind them;
- * the lease_owner check keeps a paused-then-resumed job away from new workers until the worker
- * that paused it has let go.
+ * Claims the next queued job for a worker, or undefined when none is free: one statement, one
+ * round trip (as pg-boss does), which also finds the checkpoint to resume from and writes the
+ * job's "started" or "resumed" event. SKIP LOCKED lets concurrent claimers pass over each
+ * other's candidate row instead of queueing behind it; the lease_owner check keeps a paused then
+ * resumed job away from new workers until the worker that paused it has let go.
  */
-export async function claimNext(db: Db, workerId: string, leaseMs: number): Promise<JobRow | undefined> {
-  return db.transaction(async (tx) => {
-    const now = Date.now();
-    const [next] = await tx
-      .select({ id: fineTuningJobs.id })
-      .from(fineTuningJobs)
-      .where(
-        and(
-          eq(fineTuningJobs.status, "queued"),
-          sql`(${fineTuningJobs.leaseOwner} is null or ${fineTuningJobs.leaseExpiresAt} < ${now})`,
-        ),
-      )
-      .orderBy(asc(fineTuningJobs.fairRank), asc(fineTuningJobs.seq))
-      .limit(1)
-      .for("update", { skipLocked: true });
-    if (!next) return undefined;
-    const [row] = await tx
-      .update(fineTuningJobs)
-      .set({ status: "running", leaseOwner: workerId, leaseExpiresAt: now + leaseMs })
-      .where(eq(fineTuningJobs.id, next.id))
-      .returning();
-    return row;
-  });
+export async function claimNext(db: Db, workerId: string, leaseMs: number, eventId: string): Promise<Claim | undefined> {
+  const now = Date.now();
+  const result = await db.execute(sql`
+    with next as (
+      select id from fine_tuning_jobs
+      where status = 'queued' and (lease_owner is null or lease_expires_at < ${now})
+      order by fair_rank, seq
+      limit 1
+      for update skip locked
+    ), claimed as (
+      update fine_tuning_jobs j set status = 'running', lease_owner = ${workerId}, lease_expires_at = ${now + leaseMs}
+      from next where j.id = next.id
+      returning j.*
+    ), ckpt as (
+      select c.id, c.step_number, c.epoch, c.files from job_checkpoints c join claimed on c.job_id = claimed.id
+      where c.deleted_at is null order by c.step_number desc limit 1
+    ), event as (
+      insert into job_events (id, job_id, created_at, level, message, type, data)
+      select ${eventId}, claimed.id, ${Math.floor(now / 1000)}, 'info',
+        coalesce('Fine-tuning job resumed from the checkpoint at step ' || (select step_number from ckpt), 'Fine-tuning job started'),
+        'message', '{}'::jsonb
+      from claimed
+    )
+    select claimed.*, ckpt.id as ckpt_id, ckpt.step_number as ckpt_step, ckpt.epoch as ckpt_epoch, ckpt.files as ckpt_files
+    from claimed left join ckpt on true`);
+  const row = (result as unknown as { rows: ClaimRow[] }).rows[0];
+  if (!row) return undefined;
+  return {
+    id: row.id,
+    projectId: row.project_id,
+    attempts: row.attempts,
+    baseModel: row.base_model,
+    parentModel: row.parent_model,
+    trainingFile: row.training_file,
+    validationFile: row.validation_file,
+    method: row.method,
+    seed: row.seed,
+    suffix: row.suffix,
+    nExamples: row.n_examples,
+    epochTokens: row.epoch_tokens === null ? null : Number(row.epoch_tokens),
+    leaseExpiresAt: Number(row.lease_expires_at),
+    resume: row.ckpt_id === null ? null : { id: row.ckpt_id, step: row.ckpt_step!, epoch: row.ckpt_epoch!, files: row.ckpt_files! },
+  };
 }
 
 export type HeartbeatAction = "continue" | "cancel" | "pause" | "lost";
@@ -95,7 +154,7 @@ export async function release(db: Db, jobId: string, workerId: string): Promise<
       .where(and(held, eq(fineTuningJobs.status, "running")))
       .returning({ id: fineTuningJobs.id });
     if (requeued.length > 0) {
-      await insertEvents(tx, jobId, [{ level: "warn", message: "The worker running this job shut down; the job was put back in the queue" }]);
+      await insertEvents(tx, jobId, [{ level: "warn", message: "The worker this job was handed to let it go; the job was put back in the queue" }]);
       return true;
     }
     const rows = await tx

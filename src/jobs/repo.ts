@@ -21,12 +21,14 @@ export interface NewEvent {
   readonly data?: Record<string, unknown> | null;
 }
 
+export const newEventId = () => `ftevent-${newId.file().slice(5)}`;
+
 export async function insertEvents(db: DbOrTx, jobId: string, events: readonly NewEvent[]): Promise<void> {
   if (events.length === 0) return;
   const createdAt = nowSeconds();
   await db.insert(jobEvents).values(
     events.map((e) => ({
-      id: `ftevent-${newId.file().slice(5)}`,
+      id: newEventId(),
       jobId,
       createdAt,
       level: e.level ?? "info",

@@ -9,7 +9,7 @@ import type { Db } from "../storage/db.js";
 import { beginUpload, insertOwnFile } from "../storage/repos/files.js";
 import { projects, fineTuningJobs, jobCheckpoints, models } from "../storage/schema.js";
 import { checkpointModelName, fineTunedModelName } from "./names.js";
-import { insertEvents, insertModel, metricEvents, transition, type JobRow, type NewEvent } from "./repo.js";
+import { insertEvents, insertModel, metricEvents, newEventId, transition, type JobRow, type NewEvent } from "./repo.js";
 
 // OpenAI keeps the checkpoints of the last three epochs.
 const KEEP_CHECKPOINTS = 3;
@@ -163,19 +163,25 @@ export async function completeRun(db: Db, blobs: BlobStore, job: JobRow, workerI
   return done;
 }
 
-export async function failRun(db: Db, job: JobRow, workerId: string, e: { code: string; message: string }) {
-  if (job.status === "failed") return job;
+/**
+ * The trainer failed: one statement (a worker reports this on its hot path) that moves the
+ * job to failed, if this worker still holds it running, and writes the error event.
+ */
+export async function failRun(db: Db, jobId: string, workerId: string, e: { code: string; message: string }) {
   const error = { code: e.code, message: e.message, param: null };
-  const row = await transition(
-    db,
-    job.id,
-    ["running"],
-    { status: "failed", error, finishedAt: nowSeconds(), estimatedFinish: null, leaseOwner: null, leaseExpiresAt: null },
-    [{ level: "error", message: e.message }],
-    sql`${fineTuningJobs.leaseOwner} = ${workerId}`,
-  );
-  if (!row) throw new RunError(409, `job ${job.id} is no longer running on this worker`);
-  return row;
+  const now = nowSeconds();
+  const result = await db.execute(sql`
+    with failed as (
+      update fine_tuning_jobs set status = 'failed', error = ${JSON.stringify(error)}::jsonb, finished_at = ${now},
+        estimated_finish = null, lease_owner = null, lease_expires_at = null
+      where id = ${jobId} and status = 'running' and lease_owner = ${workerId}
+      returning id
+    ), event as (
+      insert into job_events (id, job_id, created_at, level, message, type, data)
+      select ${newEventId()}, failed.id, ${now}, 'error', ${e.message}, 'message', '{}'::jsonb from failed
+    )
+    select id from failed`);
+  return (result as unknown as { rows: unknown[] }).rows.length > 0;
 }
 
 /** The newest kept checkpoint, from which a requeued or resumed job continues. */

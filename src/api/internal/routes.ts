@@ -1,5 +1,7 @@
 // HTTP for the worker protocol (/internal/v1): what engine workers call, with worker tokens.
+import { Readable } from "node:stream";
 import type { FastifyInstance, FastifyRequest } from "fastify";
+import { ApiError } from "../errors.js";
 import { zodToApiError } from "../plugins/errors.js";
 import {
   blobParams,
@@ -41,7 +43,9 @@ export function registerInternalRoutes(app: FastifyInstance, svc: InternalServic
 
     scope.post(`${P}/claim`, async (r, reply) => {
       const { wait_seconds } = parse(claimBody, r.body);
-      const spec = await svc.claim(r.worker, wait_seconds, () => r.raw.destroyed);
+      // The request itself is finished once its body is read; the socket tells whether the
+      // worker is still waiting for the answer.
+      const spec = await svc.claim(r.worker, wait_seconds, () => r.raw.socket?.destroyed === true);
       if (!spec) return reply.code(204).send();
       return spec;
     });
@@ -67,7 +71,8 @@ export function registerInternalRoutes(app: FastifyInstance, svc: InternalServic
 
     scope.put(`${P}/jobs/:job_id/artifacts/:kind/:step/:file`, async (r) => {
       const p = parse(blobParams, r.params);
-      return svc.putArtifact(r.worker, p.job_id, p.kind, Number(p.step), p.file, r.body as import("node:stream").Readable);
+      if (!(r.body instanceof Readable)) throw ApiError.badRequest("Send the artifact as application/octet-stream.", "content-type");
+      return svc.putArtifact(r.worker, p.job_id, p.kind, Number(p.step), p.file, r.body);
     });
 
     scope.post(`${P}/jobs/:job_id/checkpoints`, async (r) => svc.checkpoint(r.worker, jobId(r), parse(checkpointBody, r.body)));

@@ -6,8 +6,8 @@ import type { Logger } from "pino";
 import type { BlobStore } from "../../storage/blob-store.js";
 import type { Db } from "../../storage/db.js";
 import { getFile } from "../../storage/repos/files.js";
-import { claimNext, heartbeat, release } from "../../jobs/queue.js";
-import { getModel, insertEvents, type JobRow } from "../../jobs/repo.js";
+import { claimNext, heartbeat, release, type Claim } from "../../jobs/queue.js";
+import { getModel, newEventId, type JobRow } from "../../jobs/repo.js";
 import * as runs from "../../jobs/runs.js";
 import type { Wakeup } from "../../jobs/wakeup.js";
 import { touchWorker, type Worker } from "../../jobs/workers.js";
@@ -39,8 +39,19 @@ export class InternalService {
     return runs.heldJob(this.deps.db, jobId, worker.id).catch(fromRunError);
   }
 
-  async register(worker: Worker) {
+  private readonly touched = new Map<string, number>();
+
+  /** Records that the worker is alive, at most every 30 s (it is informational). */
+  private async touch(worker: Worker): Promise<void> {
+    const last = this.touched.get(worker.id) ?? 0;
+    if (Date.now() - last < 30_000) return;
+    this.touched.set(worker.id, Date.now());
     await touchWorker(this.deps.db, worker.id);
+  }
+
+  async register(worker: Worker) {
+    this.touched.delete(worker.id);
+    await this.touch(worker);
     const leaseSeconds = this.deps.leaseMs / 1000;
     return { worker_id: worker.id, name: worker.name, lease_seconds: leaseSeconds, heartbeat_seconds: leaseSeconds / 4 };
   }
@@ -49,9 +60,15 @@ export class InternalService {
   async claim(worker: Worker, waitSeconds: number, aborted: () => boolean) {
     const { db, wakeup, leaseMs } = this.deps;
     const deadline = Date.now() + waitSeconds * 1000;
-    await touchWorker(db, worker.id);
+    await this.touch(worker);
     for (;;) {
-      const job = await claimNext(db, worker.id, leaseMs);
+      const job = await claimNext(db, worker.id, leaseMs, newEventId());
+      if (job && aborted()) {
+        // The worker hung up while we claimed: hand the job straight back rather than leave it
+        // held by nobody until the lease lapses.
+        await release(db, job.id, worker.id);
+        return undefined;
+      }
       if (job) return this.spec(job);
       const left = deadline - Date.now();
       if (left <= 0 || aborted()) return undefined;
@@ -60,13 +77,8 @@ export class InternalService {
     }
   }
 
-  private async spec(job: JobRow) {
-    const { db } = this.deps;
-    const resume = await runs.newestCheckpoint(db, job.id);
-    const parent = job.parentModel ? await getModel(db, job.projectId, job.parentModel) : undefined;
-    await insertEvents(db, job.id, [
-      { message: resume ? `Fine-tuning job resumed from the checkpoint at step ${resume.stepNumber}` : "Fine-tuning job started" },
-    ]);
+  private async spec(job: Claim) {
+    const parent = job.parentModel ? await getModel(this.deps.db, job.projectId, job.parentModel) : undefined;
     const method = job.method as { supervised: { hyperparameters: Record<string, unknown> } };
     return {
       job: {
@@ -82,7 +94,7 @@ export class InternalService {
         n_examples: job.nExamples,
         epoch_tokens: job.epochTokens,
       },
-      resume: resume ? { checkpoint_id: resume.id, step: resume.stepNumber, epoch: resume.epoch, files: resume.files as string[] } : null,
+      resume: job.resume ? { checkpoint_id: job.resume.id, step: job.resume.step, epoch: job.resume.epoch, files: job.resume.files } : null,
       parent: parent ? { model: parent.id, files: parent.files as string[] } : null,
       lease: { expires_at_ms: job.leaseExpiresAt, lease_seconds: this.deps.leaseMs / 1000, heartbeat_seconds: this.deps.leaseMs / 4000 },
     };
@@ -150,8 +162,8 @@ export class InternalService {
   }
 
   async fail(worker: Worker, jobId: string, e: { code: string; message: string }) {
-    const job = (await runs.heldJob(this.deps.db, jobId, worker.id).catch(() => undefined)) ?? (await this.alreadyDone(jobId, "failed"));
-    return toJobObject(await runs.failRun(this.deps.db, job, worker.id, e).catch(fromRunError));
+    if (!(await runs.failRun(this.deps.db, jobId, worker.id, e))) return toJobObject(await this.alreadyDone(jobId, "failed"));
+    return toJobObject((await runs.anyJob(this.deps.db, jobId))!);
   }
 
   /** A repeated complete/fail (the worker retrying after a lost reply) finds the job finished. */

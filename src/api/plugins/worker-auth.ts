@@ -11,13 +11,27 @@ declare module "fastify" {
   }
 }
 
+// Workers call many times a second; a token seen in the last minute is not looked up again.
+const CACHE_MS = 60_000;
+
 export function registerWorkerAuth(app: FastifyInstance, db: Db): void {
+  const cache = new Map<string, { worker: Worker; until: number }>();
+  const lookup = async (token: string): Promise<Worker | undefined> => {
+    const hit = cache.get(token);
+    if (hit && hit.until > Date.now()) return hit.worker;
+    const worker = await findWorkerByToken(db, token);
+    if (worker) {
+      if (cache.size > 10_000) cache.clear();
+      cache.set(token, { worker, until: Date.now() + CACHE_MS });
+    }
+    return worker;
+  };
   app.decorateRequest("worker", null as unknown as Worker);
   app.addHook("onRequest", async (request) => {
     const route = request.routeOptions.url;
     if (route === undefined || !route.startsWith("/internal/")) return;
     const m = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? "");
-    const worker = m ? await findWorkerByToken(db, m[1]!) : undefined;
+    const worker = m ? await lookup(m[1]!) : undefined;
     if (!worker) throw ApiError.unauthorized("A valid worker token is required for the worker protocol.");
     request.worker = worker;
   });

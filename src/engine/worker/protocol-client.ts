@@ -1,5 +1,7 @@
 // The worker's side of the worker protocol (/internal/v1), over plain fetch. The embedded
 // worker uses it over loopback, a remote one over the network: the same path either way.
+import http from "node:http";
+import https from "node:https";
 import { Readable } from "node:stream";
 
 export interface JobSpec {
@@ -47,6 +49,10 @@ export class ProtocolError extends Error {
 
 export class ProtocolClient {
   private readonly base: string;
+  // JSON calls go through node:http with a keep-alive agent: per call it costs a fraction of
+  // fetch's CPU, which matters to a worker that long-polls and reports every step.
+  private readonly url: URL;
+  private readonly agent: http.Agent;
 
   constructor(
     apiUrl: string,
@@ -54,25 +60,66 @@ export class ProtocolClient {
     private readonly retryForMs = 120_000,
   ) {
     this.base = `${apiUrl.replace(/\/+$/, "")}/internal/v1`;
+    this.url = new URL(this.base);
+    this.agent = this.url.protocol === "https:" ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
-  /**
-   * One protocol call. While the API is unreachable or answers 5xx (it may be restarting), the
-   * call is retried with backoff for up to retryForMs, so a running training survives an API
-   * restart; bodies given as streams are sent once.
-   */
-  private async call(method: string, path: string, body?: unknown, init: RequestInit = {}): Promise<Response> {
-    const retryable = !(init.body instanceof ReadableStream);
+  /** Runs fn, retrying transient failures (unreachable API, 5xx) with backoff for retryForMs. */
+  private async retrying<T>(fn: () => Promise<T>, retryable: boolean, signal?: AbortSignal): Promise<T> {
     const deadline = Date.now() + this.retryForMs;
     for (let delay = 200; ; delay = Math.min(delay * 2, 5000)) {
       try {
-        return await this.callOnce(method, path, body, init);
+        return await fn();
       } catch (err) {
         const transient = !(err instanceof ProtocolError) || err.status >= 500;
-        if (!retryable || !transient || Date.now() + delay > deadline || init.signal?.aborted) throw err;
+        if (!retryable || !transient || Date.now() + delay > deadline || signal?.aborted) throw err;
         await new Promise((r) => setTimeout(r, delay));
       }
     }
+  }
+
+  private jsonOnce(method: string, path: string, body: unknown, signal?: AbortSignal): Promise<{ status: number; json: unknown }> {
+    const payload = Buffer.from(JSON.stringify(body ?? {}));
+    const lib = this.url.protocol === "https:" ? https : http;
+    return new Promise((resolve, reject) => {
+      const req = lib.request(
+        {
+          agent: this.agent,
+          hostname: this.url.hostname,
+          port: this.url.port,
+          path: `${this.url.pathname}${path}`,
+          method,
+          signal,
+          headers: { authorization: `Bearer ${this.token}`, "content-type": "application/json", "content-length": payload.length },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("error", reject);
+          res.on("end", () => {
+            const text = Buffer.concat(chunks).toString();
+            const status = res.statusCode ?? 0;
+            let json: unknown;
+            try {
+              json = text ? JSON.parse(text) : undefined;
+            } catch {
+              json = text;
+            }
+            if (status >= 400) {
+              const message = (json as { error?: { message?: string } } | undefined)?.error?.message ?? text;
+              reject(new ProtocolError(status, `${method} ${path}: ${status} ${message}`));
+            } else resolve({ status, json });
+          });
+        },
+      );
+      req.on("error", reject);
+      req.end(payload);
+    });
+  }
+
+  /** A fetch call (downloads and streamed uploads), retried while transient unless it streams a body. */
+  private async call(method: string, path: string, body?: unknown, init: RequestInit = {}): Promise<Response> {
+    return this.retrying(() => this.callOnce(method, path, body, init), !(init.body instanceof ReadableStream), init.signal ?? undefined);
   }
 
   private async callOnce(method: string, path: string, body?: unknown, init: RequestInit = {}): Promise<Response> {
@@ -99,7 +146,7 @@ export class ProtocolClient {
   }
 
   private async json<T>(method: string, path: string, body?: unknown): Promise<T> {
-    return (await (await this.call(method, path, body ?? {})).json()) as T;
+    return (await this.retrying(() => this.jsonOnce(method, path, body), true)).json as T;
   }
 
   register(): Promise<{ worker_id: string; name: string; lease_seconds: number; heartbeat_seconds: number }> {
@@ -108,9 +155,8 @@ export class ProtocolClient {
 
   /** A job, or undefined after waitSeconds without one. */
   async claim(waitSeconds: number, signal?: AbortSignal): Promise<JobSpec | undefined> {
-    const res = await this.call("POST", "/claim", { wait_seconds: waitSeconds }, signal ? { signal } : {});
-    if (res.status === 204) return undefined;
-    return (await res.json()) as JobSpec;
+    const res = await this.retrying(() => this.jsonOnce("POST", "/claim", { wait_seconds: waitSeconds }, signal), true, signal);
+    return res.status === 204 ? undefined : (res.json as JobSpec);
   }
 
   async heartbeat(jobId: string, progress?: Progress): Promise<Action> {

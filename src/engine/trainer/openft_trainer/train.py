@@ -1,0 +1,255 @@
+"""The training loop: packed steps, per-epoch validation and checkpoints, exact resume, SIGTERM.
+
+Optimizer: AdamW (betas 0.9/0.999, eps 1e-8, no weight decay; fused on CUDA) on the LoRA weights,
+gradient norm clipped to 1.0, learning rate 2e-4 x learning_rate_multiplier. Schedule (per step s,
+0-based, T steps, W = max(1, ceil(3% of T)) warm-up steps): factor = min((s+1)/W, (T-s)/(T-W), 1):
+linear warm-up reaching the full rate at step W, then linear decay; no step runs at rate 0.
+Loss: mean cross-entropy over the trained (assistant) tokens of all the step's examples; one step
+is batch_size examples, packed into padding-free rows of at most max_batch_tokens tokens whose
+gradients are accumulated (so the result does not depend on max_batch_tokens).
+Data order: a fresh permutation per epoch from (seed, epoch). A checkpoint stores the adapter plus
+training_state.pt (optimizer, scheduler, RNG states, step, epoch, position, order, token count),
+so resuming replays exactly the steps an uninterrupted run would take.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import shutil
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data, model as model_lib
+from .errors import TrainerError
+from .flops import FlopMeter
+from .protocol import Protocol, StopFlag
+from .spec import Spec
+
+log = logging.getLogger("openft_trainer")
+
+STATE_FILE = "training_state.pt"
+WARMUP_FRACTION = 0.03
+MAX_GRAD_NORM = 1.0
+
+
+def warmup_steps(total_steps: int) -> int:
+    return max(1, math.ceil(WARMUP_FRACTION * total_steps))
+
+
+def lr_factor(step: int, total_steps: int, warmup: int) -> float:
+    return min((step + 1) / warmup, (total_steps - step) / max(1, total_steps - warmup), 1.0)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def forward_stats(model, examples: list[data.Example], device) -> tuple[torch.Tensor | None, int, int]:
+    """Summed token cross-entropy, trained-token count and correct-argmax count of one packed row.
+    Only the trained positions go through lm_head (logits_to_keep), which saves most of the
+    logits memory on large vocabularies."""
+    batch = data.pack(examples, device)
+    targets = batch["targets"][0]
+    keep = (targets != data.IGNORE).nonzero().squeeze(-1)
+    if keep.numel() == 0:
+        return None, 0, 0
+    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                logits_to_keep=keep)
+    logits = out.logits[0].float()
+    wanted = targets[keep]
+    loss_sum = F.cross_entropy(logits, wanted, reduction="sum")
+    correct = int((logits.detach().argmax(-1) == wanted).sum())
+    return loss_sum, int(keep.numel()), correct
+
+
+@torch.no_grad()
+def evaluate(model, examples: list[data.Example], max_tokens: int, device) -> tuple[float, float]:
+    model.eval()
+    loss, n, correct = 0.0, 0, 0
+    for pack in data.micro_batches(examples, max_tokens):
+        s, k, c = forward_stats(model, pack, device)
+        if s is not None:
+            loss, n, correct = loss + float(s), n + k, correct + c
+    model.train()
+    return (loss / n, correct / n) if n else (float("nan"), float("nan"))
+
+
+def rng_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Run:
+    def __init__(self, spec: Spec, protocol: Protocol, stop: StopFlag):
+        self.spec, self.protocol, self.stop = spec, protocol, stop
+        self.hp = spec.hyperparameters
+
+    def prepare(self) -> None:
+        spec, hp = self.spec, self.hp
+        seed_everything(spec.seed)
+        self.device = model_lib.pick_device(spec.device)
+        tokenizer = model_lib.load_tokenizer(spec.base_model_dir)
+        max_len = spec.max_seq_len or model_lib.context_length(model_lib.load_config(spec.base_model_dir))
+        self.train_set = data.load_examples(spec.train_file, tokenizer, max_len)
+        if not any(e.n_trained for e in self.train_set):
+            raise TrainerError("invalid_data", f"{spec.train_file} has no trainable assistant tokens")
+        self.valid_set = data.load_examples(spec.validation_file, tokenizer, max_len) if spec.validation_file else []
+        self.steps_per_epoch = data.steps_per_epoch(len(self.train_set), hp.batch_size)
+        self.total_steps = hp.n_epochs * self.steps_per_epoch
+        self.run_meta = {"n_examples": len(self.train_set), "batch_size": hp.batch_size, "n_epochs": hp.n_epochs,
+                         "seed": spec.seed, "total_steps": self.total_steps}
+        state = self._read_state() if spec.resume_from else None
+
+        base = model_lib.load_base(spec.base_model_dir, self.device, hp.quantization, spec.attn_implementation,
+                                   spec.gradient_checkpointing)
+        torch.manual_seed(spec.seed)  # the new adapter's initialisation depends only on the seed
+        self.model = model_lib.add_lora(base, hp.lora_rank, hp.lora_alpha, hp.lora_dropout,
+                                        spec.resume_from or spec.init_adapter)
+        self.model.train()
+        params = model_lib.trainable_parameters(self.model)
+        self.optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, betas=(0.9, 0.999), eps=1e-8,
+                                           weight_decay=0.0, fused=self.device.type == "cuda")
+        warmup = warmup_steps(self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.total_steps, warmup))
+        self.flops = FlopMeter(self.model, self.device)
+        self.step, self.tokens = 0, 0
+        seed_everything(spec.seed)  # dropout RNG starts from the seed, whatever loading consumed
+        if state is not None:
+            self._restore(state)
+
+    def _read_state(self) -> dict:
+        path = os.path.join(self.spec.resume_from, STATE_FILE)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise TrainerError("resume_failed", f"cannot read {path}: {e}") from e
+        if state.get("run") != self.run_meta:
+            raise TrainerError("resume_failed", f"{path} belongs to a different job setup: "
+                                                f"{state.get('run')} != {self.run_meta}")
+        return state
+
+    def _restore(self, state: dict) -> None:
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except Exception as e:
+            raise TrainerError("resume_failed", f"cannot restore the optimizer state: {e}") from e
+        self.step, self.tokens = state["step"], state["tokens"]
+        restore_rng(state["rng"])
+        log.info("resumed at step %d of %d", self.step, self.total_steps)
+
+    def save_checkpoint(self, metrics: dict) -> None:
+        step = self.step
+        final_dir = os.path.join(os.path.abspath(self.spec.output_dir), f"checkpoint-{step}")
+        tmp = final_dir + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model_lib.save_adapter(self.model, tmp)
+        epoch, position = divmod(step, self.steps_per_epoch)
+        torch.save({"format": 1, "run": self.run_meta, "step": step, "epoch": epoch, "position": position,
+                    "order": data.epoch_order(len(self.train_set), self.spec.seed, epoch), "tokens": self.tokens,
+                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "rng": rng_state()}, os.path.join(tmp, STATE_FILE))
+        shutil.rmtree(final_dir, ignore_errors=True)
+        os.replace(tmp, final_dir)
+        self.protocol.emit("checkpoint", step=step, epoch=self.epoch_of(step), dir=final_dir,
+                           files=sorted(os.listdir(final_dir)), metrics=metrics)
+
+    def epoch_of(self, step: int) -> int:
+        """1-based epoch that step (1-based) belongs to."""
+        return max(1, math.ceil(step / self.steps_per_epoch))
+
+    def train_step(self, examples: list[data.Example]) -> tuple[float, float]:
+        n_trained = sum(e.n_trained for e in examples)
+        loss_sum, correct = 0.0, 0
+        for pack in data.micro_batches(examples, self.spec.max_batch_tokens):
+            s, _, c = forward_stats(self.model, pack, self.device)
+            if s is not None:
+                (s / n_trained).backward()
+                loss_sum, correct = loss_sum + float(s.detach()), correct + c
+        if n_trained:
+            torch.nn.utils.clip_grad_norm_(model_lib.trainable_parameters(self.model), MAX_GRAD_NORM)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if not n_trained:
+            log.warning("step %d has no trained tokens", self.step + 1)
+            return 0.0, 0.0
+        loss = loss_sum / n_trained
+        if not math.isfinite(loss):
+            raise TrainerError("training_diverged", f"the training loss became {loss} at step {self.step + 1}; "
+                                                    "try a lower learning_rate_multiplier")
+        return loss, correct / n_trained
+
+    def run(self) -> int:
+        self.prepare()
+        emit, hp = self.protocol.emit, self.hp
+        emit("started", total_steps=self.total_steps, n_examples=len(self.train_set), device=str(self.device),
+             trainable_params=self.flops.n_lora, start_step=self.step, n_validation_examples=len(self.valid_set),
+             learning_rate=hp.learning_rate, quantization=hp.quantization)
+        started, done_here, metrics = time.perf_counter(), 0, {}
+        delay = float(os.environ.get("OPENFT_TRAINER_STEP_DELAY_S", "0"))  # test hook: a slow step
+        while self.step < self.total_steps:
+            if self.stop.requested:
+                return self._stopped(metrics)
+            epoch, position = divmod(self.step, self.steps_per_epoch)
+            order = data.epoch_order(len(self.train_set), self.spec.seed, epoch)
+            batch = [self.train_set[i] for i in order[position * hp.batch_size:(position + 1) * hp.batch_size]]
+            if delay:
+                time.sleep(delay)
+            t0 = time.perf_counter()
+            loss, accuracy = self.train_step(batch)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            self.step += 1
+            done_here += 1
+            self.tokens += sum(e.n_tokens for e in batch)
+            metrics = {"step": self.step, "train_loss": loss, "train_mean_token_accuracy": accuracy}
+            event = {"step": self.step, "total_steps": self.total_steps, "epoch": self.epoch_of(self.step),
+                     "train_loss": loss, "train_mean_token_accuracy": accuracy}
+            epoch_end = self.step % self.steps_per_epoch == 0
+            if epoch_end and self.valid_set:
+                v_loss, v_acc = evaluate(self.model, self.valid_set, self.spec.max_batch_tokens, self.device)
+                event.update(valid_loss=v_loss, valid_mean_token_accuracy=v_acc)
+                metrics.update(valid_loss=v_loss, valid_mean_token_accuracy=v_acc, full_valid_loss=v_loss,
+                               full_valid_mean_token_accuracy=v_acc)
+            mfu = self.flops.mfu(self.flops.step_flops([e.n_tokens for e in batch]), seconds)
+            event.update(tokens=self.tokens, steps_per_second=done_here / (time.perf_counter() - started))
+            if mfu is not None:
+                event["mfu"] = mfu
+            emit("metrics", **event)
+            if epoch_end:
+                self.save_checkpoint(metrics)
+            if self.stop.requested and self.step < self.total_steps:
+                return self._stopped(metrics, saved=epoch_end)
+        final = os.path.join(os.path.abspath(self.spec.output_dir), "final")
+        shutil.rmtree(final, ignore_errors=True)
+        model_lib.save_adapter(self.model, final)
+        emit("done", adapter_dir=final, files=sorted(os.listdir(final)), trained_tokens=self.tokens)
+        return 0
+
+    def _stopped(self, metrics: dict, saved: bool = False) -> int:
+        if not saved:
+            self.save_checkpoint(metrics or {"step": self.step})
+        self.protocol.emit("stopped", step=self.step)
+        return 0

@@ -1,0 +1,97 @@
+"""Shared fixtures: tiny random models with real tokenizers (tiny_models.py), small chat datasets,
+and helpers to run the trainer in-process or as `python -m openft_trainer`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+TRAINER_SRC = REPO / "src" / "engine" / "trainer"
+sys.path.insert(0, str(TRAINER_SRC))
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# One thread: the models are tiny, and on a busy 2-core machine two OpenMP threads waiting on each
+# other made a 64x64 matmul ~300x slower (3.5 ms instead of 11 us). Subprocesses inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import tiny_models  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory):
+    """kind -> folder, built lazily once per session."""
+    root = tmp_path_factory.mktemp("models")
+    built: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in built:
+            built[kind] = tiny_models.build(kind, root / kind)
+        return built[kind]
+
+    return get
+
+
+def pytest_configure(config):
+    # raised inside bitsandbytes/torch on import; not ours to fix
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
+
+def addition_examples(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(1, 60), rng.randint(1, 60)
+        rows.append({"messages": [
+            {"role": "system", "content": "You add numbers."},
+            {"role": "user", "content": f"What is {a} plus {b}?"},
+            {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+        ]})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def make_spec(model_dir, train_file, output_dir, **overrides) -> dict:
+    hp = {"n_epochs": 2, "batch_size": 2, "learning_rate_multiplier": 10.0, "lora_rank": 8, "lora_alpha": 16,
+          "lora_dropout": 0.0, "quantization": "none"}
+    hp.update(overrides.pop("hyperparameters", {}))
+    spec = {"base_model_dir": str(model_dir), "train_file": str(train_file), "validation_file": None,
+            "output_dir": str(output_dir), "resume_from": None, "init_adapter": None, "hyperparameters": hp,
+            "seed": 7, "device": "cpu"}
+    spec.update(overrides)
+    return spec
+
+
+def run_in_process(spec: dict):
+    """Runs the trainer in this process; returns (Run, events, exit code)."""
+    from openft_trainer import spec as spec_lib
+    from openft_trainer.protocol import Protocol, StopFlag
+    from openft_trainer.train import Run
+
+    out = io.StringIO()
+    run = Run(spec_lib.parse(spec), Protocol(out), StopFlag())
+    code = run.run()
+    return run, [json.loads(line) for line in out.getvalue().splitlines()], code
+
+
+def trainer_env(**extra) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(TRAINER_SRC), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(extra)
+    return env
