@@ -1,0 +1,116 @@
+// End to end with the real trainer: `openft serve`'s embedded worker runs the Python trainer on
+// a tiny Llama built here (random weights, GPT-2 BPE tokenizer, ChatML template). Upload, create,
+// watch to succeeded (events, metrics, checkpoints, result CSV, ft: model); pause/resume and
+// cancel mid-training; a model the trainer cannot load fails the job with a readable error.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
+import { after, before, describe, test } from "node:test";
+import OpenAI, { toFile } from "openai";
+import { ROOT, startServer, type TestServer } from "./helpers/server.js";
+
+type Job = OpenAI.FineTuning.Jobs.FineTuningJob;
+const example = (i: number) =>
+  JSON.stringify({ messages: [{ role: "user", content: `What is the secret word? (${i})` }, { role: "assistant", content: "banana" }] });
+const jsonl = (n: number) => Array.from({ length: n }, (_, i) => example(i)).join("\n") + "\n";
+
+async function buildTinyLlama(dir: string): Promise<void> {
+  const code = "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from tiny_models import build; build('llama', Path(sys.argv[2]))";
+  await promisify(execFile)(path.join(ROOT, ".venv/bin/python"), ["-c", code, path.join(ROOT, "test/trainer"), dir], { env: { PATH: process.env.PATH ?? "", HF_HUB_OFFLINE: "1" } });
+}
+
+describe("end to end with the real trainer", () => {
+  let server: TestServer;
+  let client: OpenAI;
+  let fileId: string;
+
+  const waitStatus = async (id: string, statuses: string[], ms = 240_000): Promise<Job> => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const job = await client.fineTuning.jobs.retrieve(id);
+      if (statuses.includes(job.status)) return job;
+      if (Date.now() > deadline) assert.fail(`job ${id} stuck in ${job.status}, wanted ${statuses.join("|")}`);
+      await sleep(200);
+    }
+  };
+  const events = async (id: string) => {
+    const out: OpenAI.FineTuning.Jobs.FineTuningJobEvent[] = [];
+    for await (const e of client.fineTuning.jobs.listEvents(id, { limit: 100 })) out.push(e);
+    return out.reverse();
+  };
+  const metricSteps = async (id: string) => (await events(id)).filter((e) => e.type === "metrics").map((e) => (e.data as { step: number }).step);
+  const waitSteps = async (id: string, n: number) => {
+    const deadline = Date.now() + 240_000;
+    while ((await metricSteps(id)).length < n) {
+      if (Date.now() > deadline) assert.fail(`job ${id} did not reach step ${n}`);
+      await sleep(100);
+    }
+  };
+
+  before(async () => {
+    // Steps slowed down (the trainer's test hook) so that pause and cancel land mid-training.
+    server = await startServer({ env: { OPENFT_EMBEDDED_WORKER: "true", OPENFT_WORKER_LEASE_SECONDS: "4", OPENFT_DEVICE: "cpu", OPENFT_TRAINER_STEP_DELAY_S: "0.3", OMP_NUM_THREADS: "1" } });
+    const models = server.env.OPENFT_MODELS_DIR!;
+    await buildTinyLlama(path.join(models, "tiny-llama"));
+    // A model whose weights the trainer cannot load: validation passes (the tokenizer is fine).
+    await fs.cp(path.join(models, "tiny-llama"), path.join(models, "broken-llama"), { recursive: true });
+    await fs.writeFile(path.join(models, "broken-llama", "model.safetensors"), "not a safetensors file");
+    client = server.client();
+    fileId = (await client.files.create({ file: await toFile(Buffer.from(jsonl(10)), "secret.jsonl"), purpose: "fine-tune" })).id;
+  });
+  after(async () => server.dispose());
+
+  test("a job trains for real: loss falls; metrics, checkpoints, result CSV and the ft: model", async () => {
+    const job = await client.fineTuning.jobs.create({ model: "tiny-llama", training_file: fileId, suffix: "e2e", hyperparameters: { n_epochs: 3, batch_size: 5, learning_rate_multiplier: 10 } });
+    const done = await waitStatus(job.id, ["succeeded", "failed"]);
+    assert.equal(done.status, "succeeded", JSON.stringify(done.error));
+    assert.match(done.fine_tuned_model!, /^ft:tiny-llama:default:e2e:[A-Za-z0-9]{8}$/);
+    assert.ok(done.trained_tokens! > 0);
+    const evs = await events(job.id);
+    const metrics = evs.filter((e) => e.type === "metrics").map((e) => e.data as { step: number; train_loss: number; total_steps: number });
+    assert.deepEqual(metrics.map((m) => m.step), [1, 2, 3, 4, 5, 6]);
+    assert.equal(metrics[0]!.total_steps, 6);
+    assert.ok(metrics.at(-1)!.train_loss < metrics[0]!.train_loss, `loss fell: ${metrics.map((m) => m.train_loss.toFixed(3)).join(" ")}`);
+    const ckpts = await client.fineTuning.jobs.checkpoints.list(job.id);
+    assert.deepEqual(ckpts.data.map((c) => c.step_number), [6, 4, 2]);
+    const csv = Buffer.from(await (await client.files.content(done.result_files[0]!)).text(), "base64").toString();
+    assert.equal(csv.trim().split("\n").length, 7);
+  });
+
+  test("pause mid-training checkpoints; resume continues from that step", async () => {
+    const job = await client.fineTuning.jobs.create({ model: "tiny-llama", training_file: fileId, hyperparameters: { n_epochs: 4, batch_size: 2 } });
+    await waitSteps(job.id, 3);
+    assert.equal((await client.fineTuning.jobs.pause(job.id)).status, "paused");
+    await sleep(1000);
+    // The trainer finishes its step, saves a checkpoint and exits; the job resumes from it (a
+    // resume before the worker has let go waits for it).
+    assert.equal((await client.fineTuning.jobs.resume(job.id)).status, "queued");
+    const done = await waitStatus(job.id, ["succeeded", "failed"]);
+    assert.equal(done.status, "succeeded", JSON.stringify(done.error));
+    assert.deepEqual(await metricSteps(job.id), Array.from({ length: 20 }, (_, i) => i + 1), "every step once");
+    assert.ok((await events(job.id)).some((e) => /^Fine-tuning job resumed from the checkpoint at step \d+$/.test(e.message)));
+  });
+
+  test("cancel mid-training stops the trainer; no model", async () => {
+    const job = await client.fineTuning.jobs.create({ model: "tiny-llama", training_file: fileId, hyperparameters: { n_epochs: 10, batch_size: 1 } });
+    await waitSteps(job.id, 2);
+    assert.equal((await client.fineTuning.jobs.cancel(job.id)).status, "cancelled");
+    await sleep(3000);
+    const j = await client.fineTuning.jobs.retrieve(job.id);
+    assert.equal(j.status, "cancelled");
+    assert.equal(j.fine_tuned_model, null);
+    assert.ok((await metricSteps(job.id)).length < 100, "stopped well before the end");
+  });
+
+  test("a model the trainer cannot load fails the job with a readable error", async () => {
+    const job = await client.fineTuning.jobs.create({ model: "broken-llama", training_file: fileId, hyperparameters: { n_epochs: 1 } });
+    const done = await waitStatus(job.id, ["failed", "succeeded"]);
+    assert.equal(done.status, "failed");
+    assert.equal(done.error?.code, "model_load_failed");
+    assert.ok(done.error!.message.length > 10);
+    assert.equal(done.fine_tuned_model, null);
+  });
+});
