@@ -114,3 +114,40 @@ describe("end to end with the real trainer", () => {
     assert.equal(done.fine_tuned_model, null);
   });
 });
+
+describe("a remote worker: openft worker --api URL --token TOKEN", () => {
+  let server: TestServer;
+  let worker: import("node:child_process").ChildProcess | undefined;
+
+  before(async () => {
+    server = await startServer({ workers: ["remote"] }); // embedded worker off
+    await buildTinyLlama(path.join(server.env.OPENFT_MODELS_DIR!, "tiny-llama"));
+  });
+  after(async () => {
+    worker?.kill("SIGTERM");
+    await server.dispose();
+  });
+
+  test("runs a job with the real trainer from another process", async () => {
+    const { spawn } = await import("node:child_process");
+    const workDir = path.join(server.dataDir, "remote-work");
+    worker = spawn(process.execPath, [path.join(ROOT, "bin/openft.js"), "worker", "--api", server.url, "--token", server.workerTokens.remote!, "--models-dir", server.env.OPENFT_MODELS_DIR!, "--work-dir", workDir], {
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "", OPENFT_DEVICE: "cpu", OMP_NUM_THREADS: "1", OPENFT_LOG_LEVEL: "warn" },
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    const client = server.client();
+    const file = await client.files.create({ file: await toFile(Buffer.from(jsonl(10)), "t.jsonl"), purpose: "fine-tune" });
+    const job = await client.fineTuning.jobs.create({ model: "tiny-llama", training_file: file.id, hyperparameters: { n_epochs: 1, batch_size: 5 } });
+    const deadline = Date.now() + 240_000;
+    let j = await client.fineTuning.jobs.retrieve(job.id);
+    while (!["succeeded", "failed"].includes(j.status) && Date.now() < deadline) {
+      await sleep(250);
+      j = await client.fineTuning.jobs.retrieve(job.id);
+    }
+    assert.equal(j.status, "succeeded", JSON.stringify(j.error));
+    assert.match(j.fine_tuned_model!, /^ft:tiny-llama:default::/);
+    // The worker kept the trainer's log in its own work dir.
+    const attempts = await fs.readdir(path.join(workDir, job.id));
+    assert.ok((await fs.readFile(path.join(workDir, job.id, attempts[0]!, "trainer.log"), "utf8")).length > 0);
+  });
+});

@@ -204,6 +204,16 @@ describe("files", () => {
     assert.equal(notMultipart.headers.get("x-should-retry"), "false");
   });
 
+  test("ids with raw or escaped colons reach the route whole", async () => {
+    const h = { authorization: `Bearer ${server.apiKey}` };
+    for (const p of ["file-a:b:c", "file-a%3Ab%3Ac", "file-a%3ab:c"]) {
+      const res = await fetch(`${server.baseURL}/files/${p}`, { headers: h });
+      assert.equal(res.status, 404, p);
+      const body = (await res.json()) as { error: { message: string } };
+      assert.equal(body.error.message, "No such File object: file-a:b:c", p);
+    }
+  });
+
   test("body-less DELETE with or without an empty JSON body", async () => {
     const a = await client.files.create({ file: await toFile(Buffer.from("a"), "a.txt"), purpose: "user_data" });
     const b = await client.files.create({ file: await toFile(Buffer.from("b"), "b.txt"), purpose: "user_data" });

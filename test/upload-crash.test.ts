@@ -33,6 +33,26 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms 
   }
 }
 
+test("an upload the client aborts leaves no row and no partial blob", async () => {
+  const client = server.client();
+  const before = (await client.files.list()).data.length;
+  const abort = new AbortController();
+  const stop = new AbortController();
+  const upload = client.files
+    .create({ file: slowBody(stop.signal) as never, purpose: "user_data" }, { signal: abort.signal })
+    .then(
+      () => "completed",
+      () => "aborted",
+    );
+  await waitFor("a partial upload", async () => ((await partialBlobs(server)).length > 0 ? true : undefined));
+  abort.abort();
+  stop.abort();
+  assert.equal(await upload, "aborted");
+  // Discarded by the server that saw the abort (or, at the latest, by the sweeper).
+  await waitFor("the partial to go", async () => ((await partialBlobs(server)).length === 0 ? true : undefined), 10_000);
+  assert.equal((await client.files.list()).data.length, before);
+});
+
 test("a server killed mid-upload leaves no row and no blob, and the next upload works", async () => {
   const client = server.client();
   const kept = await client.files.create({ file: await toFile(Buffer.from('{"a":1}\n'), "kept.jsonl"), purpose: "fine-tune" });
