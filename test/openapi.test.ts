@@ -212,7 +212,7 @@ test("a missing key fails, null where the contract wants a value fails", () => {
 });
 
 test("an undocumented route, method or status fails", () => {
-  assert.throws(() => assertResponseMatches("get", "/v1/models", 200, {}), /documents no GET \/v1\/models/);
+  assert.throws(() => assertResponseMatches("post", "/v1/chat/completions", 200, {}), /documents no POST \/v1\/chat\/completions/);
   assert.throws(() => assertResponseMatches("put", "/v1/files", 200, {}), /documents no PUT \/v1\/files/);
   assert.throws(() => assertResponseMatches("get", "/v1/files", 404, sampleError()), /no 404 response/);
   assert.throws(() => assertResponseMatches("get", "/healthz", 401, sampleError()), /no 401 response/);

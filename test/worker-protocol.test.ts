@@ -112,6 +112,23 @@ describe("worker protocol", () => {
     assert.equal((await waitStatus(fromCkpt.id, ["queued"])).status, "queued");
     await client.fineTuning.jobs.cancel(cont.id);
     await client.fineTuning.jobs.cancel(fromCkpt.id);
+
+    // /v1/models: base models, the ft: model and its checkpoints; raw or escaped colons.
+    const ids: string[] = [];
+    for await (const m of client.models.list()) ids.push(m.id);
+    assert.ok(ids.includes(MODEL) && ids.includes(done.fine_tuned_model!));
+    for (const c of ckpts.data) assert.ok(ids.includes(c.fine_tuned_model_checkpoint));
+    const raw = await client.models.retrieve(done.fine_tuned_model!);
+    assert.deepEqual(Object.keys(raw).sort(), ["created", "id", "object", "owned_by"]);
+    const escaped = (await (await fetch(`${server.baseURL}/models/${done.fine_tuned_model!.replaceAll(":", "%3A")}`, { headers: { authorization: `Bearer ${server.apiKey}` } })).json()) as { id: string };
+    assert.equal(escaped.id, done.fine_tuned_model);
+    assert.equal((await client.models.retrieve(MODEL)).owned_by, "system");
+    const other = server.client(server.projectKeys.quiet);
+    await assert.rejects(other.models.retrieve(done.fine_tuned_model!), (e: unknown) => e instanceof OpenAI.NotFoundError && e.code === "model_not_found" && e.param === "model");
+    await assert.rejects(client.models.delete(MODEL), (e: unknown) => e instanceof OpenAI.PermissionDeniedError);
+    assert.deepEqual(await client.models.delete(done.fine_tuned_model!), { id: done.fine_tuned_model, object: "model", deleted: true });
+    await assert.rejects(client.models.retrieve(done.fine_tuned_model!), (e: unknown) => e instanceof OpenAI.NotFoundError && e.code === "model_not_found");
+    await assert.rejects(client.fineTuning.jobs.create({ model: done.fine_tuned_model!, training_file: fileId }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === "model");
   });
 
   test("cancel mid-run stops the worker; no model is made", async () => {

@@ -9,6 +9,8 @@ import type { Project } from "../storage/repos/projects.js";
 import type { BaseModels } from "../jobs/base-models.js";
 import type { Wakeup } from "../jobs/wakeup.js";
 import { registerInternalRoutes } from "./internal/routes.js";
+import { registerModelRoutes } from "./models/routes.js";
+import { ModelsService } from "./models/service.js";
 import { InternalService } from "./internal/service.js";
 import { registerWorkerAuth } from "./plugins/worker-auth.js";
 import { registerFileRoutes } from "./files/routes.js";
@@ -100,6 +102,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       onQueued: () => deps.wakeup.notify(),
     }),
   );
+  registerModelRoutes(app, new ModelsService({ db: deps.db, baseModels: deps.baseModels }));
   registerInternalRoutes(
     app,
     new InternalService({ db: deps.db, blobs: deps.blobs, log: deps.log, wakeup: deps.wakeup, leaseMs: deps.workerLeaseMs }),

@@ -169,3 +169,13 @@ export async function listModels(db: Db, projectId: string): Promise<ModelRow[]>
     .where(and(eq(models.projectId, projectId), isNull(models.deletedAt)))
     .orderBy(models.createdAt);
 }
+
+/** Marks a model of the project deleted; returns whether it was there. */
+export async function deleteModel(db: Db, projectId: string, id: string): Promise<boolean> {
+  const rows = await db
+    .update(models)
+    .set({ deletedAt: nowSeconds() })
+    .where(and(eq(models.id, id), eq(models.projectId, projectId), isNull(models.deletedAt)))
+    .returning({ id: models.id });
+  return rows.length > 0;
+}
