@@ -5,7 +5,7 @@ import { checkChatExample, type ChatExample } from "./chat-format.js";
 export type FileParam = "training_file" | "validation_file";
 export type ValidationErrorCode = "invalid_training_file" | "invalid_validation_file" | "invalid_n_examples";
 
-/** The part of ChatTokenizer the validator needs; tests may pass a stub. */
+/** The part of ChatTokenizer the validator needs; a test may pass its own counter. */
 export interface ExampleTokenCounter {
   readonly contextLength: number;
   countTokens(example: ChatExample): number;
