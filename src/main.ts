@@ -12,6 +12,8 @@ import { createWorker } from "./jobs/workers.js";
 import { startTrainerWorker, trainerAvailable, trainerPaths } from "./engine/worker/start.js";
 import type { Worker } from "./engine/worker/worker.js";
 import os from "node:os";
+import path from "node:path";
+import { spawn } from "node:child_process";
 import { createBlobStore, openDatabase } from "./storage/index.js";
 import { createApiKey, DEFAULT_PROJECT, ensureProject } from "./storage/repos/projects.js";
 import { startSweeper } from "./storage/sweeper.js";
@@ -22,6 +24,7 @@ const USAGE = `usage:
   openft keys create --project NAME [--project NAME ...] [--data-dir DIR]   prints a key per project
   openft workers create --name NAME [--name NAME ...] [--data-dir DIR]   prints a worker token per name
   openft worker --api URL --token TOKEN [--models-dir DIR] [--work-dir DIR]
+  openft models import-gguf FILE --name NAME [--models-dir DIR]   a GGUF as a base model folder
 
 environment: OPENFT_HOST, OPENFT_PORT, OPENFT_DATA_DIR, OPENFT_MODELS_DIR, OPENFT_API_KEY,
   OPENFT_MAX_UPLOAD_BYTES, DATABASE_URL, OPENFT_S3_ENDPOINT, OPENFT_S3_BUCKET, OPENFT_S3_REGION,
@@ -155,6 +158,25 @@ async function startEmbeddedWorker(config: Config, db: import("./storage/db.js")
   });
 }
 
+/** `openft models import-gguf FILE --name NAME`: the trainer's Python does the conversion. */
+async function importGguf(config: Config, file: string, name: string): Promise<number> {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) {
+    process.stderr.write(`invalid model name: ${name} (letters, digits, '.', '_', '-')\n`);
+    return 2;
+  }
+  const { python, trainerPath } = trainerPaths(config.worker.python);
+  const out = path.join(config.modelsDir, name);
+  await fs.mkdir(config.modelsDir, { recursive: true });
+  const code = await new Promise<number>((resolve) => {
+    const child = spawn(python, ["-m", "openft_trainer.import_gguf", path.resolve(file), out], {
+      env: { ...processEnv(), PYTHONPATH: trainerPath, HF_HUB_OFFLINE: "1", TRANSFORMERS_OFFLINE: "1" },
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    child.on("close", (c) => resolve(c ?? 1));
+  });
+  return code;
+}
+
 async function runWorker(config: Config, api: string, token: string): Promise<void> {
   const log = createLogger(config.logLevel);
   const { python, trainerPath } = trainerPaths(config.worker.python);
@@ -218,6 +240,15 @@ export async function main(argv: string[]): Promise<number> {
       }
       await runWorker(config, parsed.values.api, parsed.values.token);
       return -1; // keeps running
+    }
+    case "models": {
+      const file = parsed.positionals[2];
+      const name = parsed.values.name?.[0];
+      if (sub !== "import-gguf" || !file || !name) {
+        process.stderr.write(`${USAGE}\n`);
+        return 2;
+      }
+      return importGguf(config, file, name);
     }
     case "workers": {
       if (sub !== "create" || !parsed.values.name?.length) {
