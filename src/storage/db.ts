@@ -2,7 +2,6 @@
 // the data dir. Both are driven through the same drizzle schema; migrations run at start-up.
 import fs from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { PGlite } from "@electric-sql/pglite";
 import { drizzle as drizzlePg } from "drizzle-orm/node-postgres";
 import { migrate as migratePg } from "drizzle-orm/node-postgres/migrator";
@@ -10,6 +9,7 @@ import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
 import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
+import { projectRoot } from "../project-root.js";
 import * as schema from "./schema.js";
 
 export type Schema = typeof schema;
@@ -23,19 +23,9 @@ export interface Database {
   close(): Promise<void>;
 }
 
-/** migrations/ at the repository root, found from both src/ (tsx) and dist/src/ (built). */
-export async function migrationsFolder(): Promise<string> {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    const candidate = path.join(dir, "migrations");
-    try {
-      await fs.access(path.join(candidate, "meta", "_journal.json"));
-      return candidate;
-    } catch {
-      dir = path.dirname(dir);
-    }
-  }
-  throw new Error("migrations folder not found");
+/** migrations/ at the repository root. */
+export function migrationsFolder(): string {
+  return path.join(projectRoot(), "migrations");
 }
 
 // Postgres replicas may start together: a session-level advisory lock serialises migration.
@@ -51,7 +41,7 @@ async function openPostgres(url: string): Promise<Database> {
     try {
       await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK]);
       try {
-        await migratePg(drizzlePg(client), { migrationsFolder: await migrationsFolder() });
+        await migratePg(drizzlePg(client), { migrationsFolder: migrationsFolder() });
       } finally {
         await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK]);
       }
@@ -68,7 +58,7 @@ async function openPglite(dataDir: string): Promise<Database> {
   const client = await PGlite.create(dir);
   const db = drizzlePglite(client, { schema });
   // PGlite is one connection in one process: nothing to race with.
-  const migrate = async () => migratePglite(db, { migrationsFolder: await migrationsFolder() });
+  const migrate = async () => migratePglite(db, { migrationsFolder: migrationsFolder() });
   return { db: db as unknown as Db, kind: "pglite", migrate, close: () => client.close() };
 }
 

@@ -3,7 +3,7 @@
 // match, or when the document does not describe that response at all.
 import fs from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { projectRoot } from "../../src/project-root.js";
 import { Ajv2020, type ValidateFunction } from "ajv/dist/2020.js";
 import addFormatsModule from "ajv-formats";
 import { parse } from "yaml";
@@ -16,16 +16,9 @@ type Json = Record<string, unknown>;
 
 export const HTTP_METHODS = ["get", "put", "post", "delete", "options", "head", "patch", "trace"] as const;
 
-/** Walks up from this file (test/helpers or dist/test/helpers) to the repository root's openapi.yaml. */
-export function findOpenApiFile(start = path.dirname(fileURLToPath(import.meta.url))): string {
-  let dir = start;
-  for (;;) {
-    const candidate = path.join(dir, "openapi.yaml");
-    if (fs.existsSync(candidate)) return candidate;
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`openapi.yaml not found above ${start}`);
-    dir = parent;
-  }
+/** The repository root's openapi.yaml. */
+export function findOpenApiFile(): string {
+  return path.join(projectRoot(), "openapi.yaml");
 }
 
 let cachedDoc: Json | undefined;

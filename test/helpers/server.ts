@@ -7,11 +7,11 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import pg from "pg";
+import { projectRoot } from "../../src/project-root.js";
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+export const ROOT = projectRoot();
 const BIN = path.join(ROOT, "bin", "openft.js");
 
 export type Backend = "postgres-s3" | "embedded";

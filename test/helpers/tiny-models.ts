@@ -1,26 +1,14 @@
 // Hugging Face model folders without weights (tokenizer + config only), built offline from
 // tokenizers that ship inside npm devDependencies (training-notes.md §2, §5). Enough for anything
 // that only reads the tokenizer, the chat template and the context length.
-import { existsSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { projectRoot } from "../../src/project-root.js";
 
-/** The repository root: the first folder above this module with a package.json (this file runs
- *  from dist/test/helpers, so a fixed number of "../" would break if the layout changed). */
-export function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, "package.json"))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error("no package.json above " + fileURLToPath(import.meta.url));
-    dir = parent;
-  }
-  return dir;
-}
 
 function nodeModule(...parts: string[]): string {
-  return path.join(repoRoot(), "node_modules", ...parts);
+  return path.join(projectRoot(), "node_modules", ...parts);
 }
 
 async function newModelDir(parent: string | undefined, name: string): Promise<string> {

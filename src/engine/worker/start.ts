@@ -2,24 +2,13 @@
 // loopback) and the one of `openft worker --api URL --token TOKEN`.
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
+import { projectRoot } from "../../project-root.js";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { Logger } from "pino";
 import { ProtocolClient } from "./protocol-client.js";
 import { TrainerRunner } from "./trainer-runner.js";
 import { Worker } from "./worker.js";
-
-/** The repository (or image) root: the folder above this file that has package.json. */
-export function projectRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, "package.json"))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error("package.json not found above the worker");
-    dir = up;
-  }
-  return dir;
-}
 
 export interface TrainerWorkerOptions {
   readonly apiUrl: string;
