@@ -189,6 +189,27 @@ async function runWorker(config: Config, api: string, token: string): Promise<vo
   process.on("SIGINT", stop);
 }
 
+function usage(): number {
+  process.stderr.write(`${USAGE}\n`);
+  return 2;
+}
+
+/** `keys create` and `workers create`: one secret per name, one per line, in order. */
+async function createEach(
+  config: Config,
+  names: string[] | undefined,
+  create: (db: import("./storage/db.js").Db, name: string) => Promise<string>,
+): Promise<number> {
+  if (!names?.length) return usage();
+  const database = await openStorage(config);
+  try {
+    for (const name of names) process.stdout.write(`${await create(database.db, name)}\n`);
+  } finally {
+    await database.close();
+  }
+  return 0;
+}
+
 export async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parse>;
   try {
@@ -222,17 +243,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write("migrations applied\n");
       return 0;
     }
-    case "keys": {
-      if (sub !== "create" || !parsed.values.project?.length) {
-        process.stderr.write(`${USAGE}\n`);
-        return 2;
-      }
-      // One key per --project, one per line, in order.
-      const database = await openStorage(config);
-      for (const project of parsed.values.project) process.stdout.write(`${(await createApiKey(database.db, project)).secret}\n`);
-      await database.close();
-      return 0;
-    }
+    case "keys":
+      return sub === "create" ? createEach(config, parsed.values.project, async (db, p) => (await createApiKey(db, p)).secret) : usage();
     case "worker": {
       if (!parsed.values.api || !parsed.values.token) {
         process.stderr.write(`openft worker needs --api URL and --token TOKEN\n${USAGE}\n`);
@@ -244,23 +256,11 @@ export async function main(argv: string[]): Promise<number> {
     case "models": {
       const file = parsed.positionals[2];
       const name = parsed.values.name?.[0];
-      if (sub !== "import-gguf" || !file || !name) {
-        process.stderr.write(`${USAGE}\n`);
-        return 2;
-      }
+      if (sub !== "import-gguf" || !file || !name) return usage();
       return importGguf(config, file, name);
     }
-    case "workers": {
-      if (sub !== "create" || !parsed.values.name?.length) {
-        process.stderr.write(`${USAGE}\n`);
-        return 2;
-      }
-      // One token per --name, one per line, in order.
-      const database = await openStorage(config);
-      for (const name of parsed.values.name) process.stdout.write(`${(await createWorker(database.db, name)).token}\n`);
-      await database.close();
-      return 0;
-    }
+    case "workers":
+      return sub === "create" ? createEach(config, parsed.values.name, async (db, n) => (await createWorker(db, n)).token) : usage();
     default:
       process.stderr.write(`unknown command: ${command}\n${USAGE}\n`);
       return 2;
