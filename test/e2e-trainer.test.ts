@@ -3,6 +3,7 @@
 // watch to succeeded (events, metrics, checkpoints, result CSV, ft: model); pause/resume and
 // cancel mid-training; a model the trainer cannot load fails the job with a readable error.
 import assert from "node:assert/strict";
+import { waitForStatus } from "./helpers/jobs.js";
 import { execFile } from "node:child_process";
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -12,7 +13,6 @@ import { after, before, describe, test } from "node:test";
 import OpenAI, { toFile } from "openai";
 import { ROOT, startServer, type TestServer } from "./helpers/server.js";
 
-type Job = OpenAI.FineTuning.Jobs.FineTuningJob;
 const example = (i: number) =>
   JSON.stringify({ messages: [{ role: "user", content: `What is the secret word? (${i})` }, { role: "assistant", content: "banana" }] });
 const jsonl = (n: number) => Array.from({ length: n }, (_, i) => example(i)).join("\n") + "\n";
@@ -27,15 +27,7 @@ describe("end to end with the real trainer", () => {
   let client: OpenAI;
   let fileId: string;
 
-  const waitStatus = async (id: string, statuses: string[], ms = 240_000): Promise<Job> => {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const job = await client.fineTuning.jobs.retrieve(id);
-      if (statuses.includes(job.status)) return job;
-      if (Date.now() > deadline) assert.fail(`job ${id} stuck in ${job.status}, wanted ${statuses.join("|")}`);
-      await sleep(200);
-    }
-  };
+  const waitStatus = (id: string, statuses: string[], ms = 240_000) => waitForStatus(client, id, statuses, ms, 200);
   const events = async (id: string) => {
     const out: OpenAI.FineTuning.Jobs.FineTuningJobEvent[] = [];
     for await (const e of client.fineTuning.jobs.listEvents(id, { limit: 100 })) out.push(e);

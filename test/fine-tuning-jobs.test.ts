@@ -1,7 +1,7 @@
 // The fine-tuning jobs API through the official `openai` npm client: create (every parameter
 // and its limits), validation outcomes, list/retrieve, cancel/pause/resume, events, checkpoints.
 import assert from "node:assert/strict";
-import { setTimeout as sleep } from "node:timers/promises";
+import { waitForStatus } from "./helpers/jobs.js";
 import { after, before, describe, test } from "node:test";
 import OpenAI, { toFile } from "openai";
 import { startServer, type TestServer } from "./helpers/server.js";
@@ -35,15 +35,7 @@ describe("fine-tuning jobs", () => {
   const upload = async (body: string, name = "train.jsonl") =>
     (await client.files.create({ file: await toFile(Buffer.from(body), name), purpose: "fine-tune" })).id;
 
-  const waitStatus = async (id: string, statuses: string[], ms = 30_000): Promise<Job> => {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const job = await client.fineTuning.jobs.retrieve(id);
-      if (statuses.includes(job.status)) return job;
-      if (Date.now() > deadline) assert.fail(`job ${id} stuck in ${job.status}, wanted ${statuses.join("|")}`);
-      await sleep(100);
-    }
-  };
+  const waitStatus = (id: string, statuses: string[], ms = 30_000) => waitForStatus(client, id, statuses, ms, 100);
 
   before(async () => {
     server = await startServer({ projects: ["other"] });

@@ -3,6 +3,7 @@
 // cancel, pause/resume, a crashing trainer; racing workers; and SIGKILL of a worker and of the
 // server mid-job, which still end with the job succeeded exactly once and exactly one model.
 import assert from "node:assert/strict";
+import { waitForStatus } from "./helpers/jobs.js";
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -19,7 +20,6 @@ import { TrainerDouble, type TrainerDoubleOptions } from "./helpers/trainer-doub
 const MODEL = "tiny-llama-gpt2";
 const example = (i: number) => JSON.stringify({ messages: [{ role: "user", content: `${i}+${i}?` }, { role: "assistant", content: `${2 * i}` }] });
 const jsonl = (n: number) => Array.from({ length: n }, (_, i) => example(i)).join("\n") + "\n";
-type Job = OpenAI.FineTuning.Jobs.FineTuningJob;
 
 describe("worker protocol", () => {
   let server: TestServer;
@@ -39,15 +39,7 @@ describe("worker protocol", () => {
   };
   const createJob = (hp: Record<string, number>, extra: Record<string, unknown> = {}) =>
     client.fineTuning.jobs.create({ model: MODEL, training_file: fileId, hyperparameters: hp, ...extra });
-  const waitStatus = async (id: string, statuses: string[], ms = 60_000): Promise<Job> => {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const job = await client.fineTuning.jobs.retrieve(id);
-      if (statuses.includes(job.status)) return job;
-      if (Date.now() > deadline) assert.fail(`job ${id} stuck in ${job.status}, wanted ${statuses.join("|")}`);
-      await sleep(50);
-    }
-  };
+  const waitStatus = (id: string, statuses: string[], ms = 60_000) => waitForStatus(client, id, statuses, ms, 50);
   const messages = async (id: string) => {
     const out: OpenAI.FineTuning.Jobs.FineTuningJobEvent[] = [];
     for await (const e of client.fineTuning.jobs.listEvents(id, { limit: 100 })) out.push(e);

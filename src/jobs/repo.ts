@@ -112,7 +112,9 @@ export async function transition(
     if (row) await insertEvents(tx, id, events);
     return row;
   };
-  return "transaction" in db ? (db as Db).transaction(run) : run(db);
+  // Inside a caller's transaction this is a savepoint, so the update and its events still go
+  // together.
+  return db.transaction(run);
 }
 
 export async function listEvents(db: Db, jobId: string, limit: number, afterSeq: number | undefined) {

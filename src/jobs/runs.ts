@@ -35,7 +35,7 @@ export async function anyJob(db: Db, jobId: string): Promise<JobRow | undefined>
 
 /** The job, if this worker holds its lease. */
 export async function heldJob(db: Db, jobId: string, workerId: string): Promise<JobRow> {
-  const [row] = await db.select().from(fineTuningJobs).where(eq(fineTuningJobs.id, jobId));
+  const row = await anyJob(db, jobId);
   if (!row) throw new RunError(404, `no such job: ${jobId}`);
   if (row.leaseOwner !== workerId) throw new RunError(409, `this worker does not hold job ${jobId}`);
   return row;

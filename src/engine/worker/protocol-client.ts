@@ -118,17 +118,15 @@ export class ProtocolClient {
   }
 
   /** A fetch call (downloads and streamed uploads), retried while transient unless it streams a body. */
-  private async call(method: string, path: string, body?: unknown, init: RequestInit = {}): Promise<Response> {
-    return this.retrying(() => this.callOnce(method, path, body, init), !(init.body instanceof ReadableStream), init.signal ?? undefined);
+  private async call(method: string, path: string, init: RequestInit = {}): Promise<Response> {
+    return this.retrying(() => this.callOnce(method, path, init), !(init.body instanceof ReadableStream), init.signal ?? undefined);
   }
 
-  private async callOnce(method: string, path: string, body?: unknown, init: RequestInit = {}): Promise<Response> {
-    const headers: Record<string, string> = { authorization: `Bearer ${this.token}` };
-    if (body !== undefined) headers["content-type"] = "application/json";
+  private async callOnce(method: string, path: string, init: RequestInit = {}): Promise<Response> {
     const res = await fetch(`${this.base}${path}`, {
       method,
-      headers: { ...headers, ...(init.headers as Record<string, string> | undefined) },
-      body: body === undefined ? init.body : JSON.stringify(body),
+      headers: { authorization: `Bearer ${this.token}`, ...(init.headers as Record<string, string> | undefined) },
+      body: init.body,
       ...(init.body instanceof ReadableStream ? { duplex: "half" } : {}),
       signal: init.signal ?? null,
     } as RequestInit);
@@ -175,7 +173,7 @@ export class ProtocolClient {
 
   /** Streams an artifact up (an adapter file, optimizer state, ...). */
   async upload(jobId: string, kind: "checkpoint" | "final", step: number, file: string, body: Readable | Buffer): Promise<void> {
-    await this.call("PUT", `/jobs/${jobId}/artifacts/${kind}/${step}/${file}`, undefined, {
+    await this.call("PUT", `/jobs/${jobId}/artifacts/${kind}/${step}/${file}`, {
       headers: { "content-type": "application/octet-stream" },
       // A Buffer is sent as is (and can be sent again); a stream is streamed once.
       body: Buffer.isBuffer(body) ? new Uint8Array(body) : (Readable.toWeb(body) as ReadableStream),
