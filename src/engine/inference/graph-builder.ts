@@ -1,0 +1,217 @@
+// Builds the Llama-family decoder graph (Llama 2/3, Mistral, SmolLM, Qwen2 with q/k/v bias, Qwen3
+// with q/k norms) and streams its weights into model.data. The op choices and their input
+// conventions are the ones measured in onnx-serving-notes §2 and §6.
+//
+// Inputs:  input_ids, position_ids int64 (B,S); seqlens_k int32 (B); total_sequence_length int32 [];
+//          logits_idx int64 (B,1); past_key.{l}/past_value.{l} f32 (B,KVN,P,D);
+//          lora.{l}.{proj}.A f32 (LB,in,r) and lora.{l}.{proj}.B f32 (LB,r,out).
+// Outputs: logits f32 (B,V) at each row's logits_idx; new_k.{l}/new_v.{l} f32 (B,S,KVN*D), the
+//          rotated keys and the values of the new tokens, which the engine appends to its cache.
+import { DataType, type InitializerSpec, type NodeSpec, type ValueInfoSpec, type AttrValue } from "./onnx-proto.js";
+import type { ModelConfig } from "./model-config.js";
+import { ropeCaches } from "./model-config.js";
+import { BLOCK, quantizeInt4, transpose } from "./quant.js";
+import { readTensor, type TensorInfo } from "./safetensors.js";
+
+export type WeightMode = "int4" | "fp32";
+export const PROJECTIONS = ["q", "k", "v", "o", "gate", "up", "down"] as const;
+export type Projection = (typeof PROJECTIONS)[number];
+
+/** Sink for initializer bytes: returns where in model.data they went. */
+export interface DataSink {
+  append(bytes: Uint8Array): Promise<{ offset: number; length: number }>;
+  readonly location: string;
+}
+
+/** (in, out) of each projection. */
+export function projectionDims(cfg: ModelConfig, proj: Projection): [number, number] {
+  const q = cfg.heads * cfg.headDim;
+  const kv = cfg.kvHeads * cfg.headDim;
+  const dims: Record<Projection, [number, number]> = {
+    q: [cfg.hidden, q], k: [cfg.hidden, kv], v: [cfg.hidden, kv], o: [q, cfg.hidden],
+    gate: [cfg.hidden, cfg.intermediate], up: [cfg.hidden, cfg.intermediate], down: [cfg.intermediate, cfg.hidden],
+  };
+  return dims[proj];
+}
+
+export function hfModuleName(l: number, proj: Projection): string {
+  const group = proj === "gate" || proj === "up" || proj === "down" ? "mlp" : "self_attn";
+  return `model.layers.${l}.${group}.${proj}_proj`;
+}
+
+const bytesOf = (a: Float32Array | Uint8Array | BigInt64Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+export class GraphBuilder {
+  readonly nodes: NodeSpec[] = [];
+  readonly inputs: ValueInfoSpec[] = [];
+  readonly outputs: ValueInfoSpec[] = [];
+  readonly initializers: InitializerSpec[] = [];
+  private count = 0;
+
+  constructor(
+    private readonly cfg: ModelConfig,
+    private readonly tensors: Map<string, TensorInfo>,
+    private readonly mode: WeightMode,
+    private readonly sink: DataSink,
+  ) {}
+
+  private op(op: string, inputs: string[], attrs?: Record<string, AttrValue>, opts: { domain?: string; outputs?: number } = {}): string[] {
+    const name = `/${op}_${this.count++}`;
+    const outputs = Array.from({ length: opts.outputs ?? 1 }, (_, i) => `${name}/out${i}`);
+    this.nodes.push({ op, inputs, outputs, name, domain: opts.domain, attrs });
+    return outputs;
+  }
+
+  private one(op: string, inputs: string[], attrs?: Record<string, AttrValue>, domain?: string): string {
+    return this.op(op, inputs, attrs, { domain })[0]!;
+  }
+
+  private async external(name: string, type: InitializerSpec["type"], dims: number[], data: Float32Array | Uint8Array): Promise<string> {
+    const { offset, length } = await this.sink.append(bytesOf(data));
+    this.initializers.push({ name, type, dims, external: { location: this.sink.location, offset, length } });
+    return name;
+  }
+
+  private constInt64(name: string, values: number[]): string {
+    this.initializers.push({ name, type: DataType.INT64, dims: [values.length], raw: bytesOf(BigInt64Array.from(values.map(BigInt))) });
+    return name;
+  }
+
+  private has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  private async read(name: string, shape?: number[]): Promise<Float32Array> {
+    const info = this.tensors.get(name);
+    if (!info) throw new Error(`weights have no tensor ${name}`);
+    if (shape && info.shape.join() !== shape.join()) throw new Error(`tensor ${name} has shape [${info.shape}], expected [${shape}]`);
+    return readTensor(info);
+  }
+
+  private input(name: string, type: ValueInfoSpec["type"], dims: (number | string)[]): string {
+    this.inputs.push({ name, type, dims });
+    return name;
+  }
+
+  /** x @ W^T (+ bias) (+ x @ A @ B for this layer's LoRA inputs). */
+  private async linear(x: string, l: number, proj: Projection): Promise<string> {
+    const [inDim, outDim] = projectionDims(this.cfg, proj);
+    const module = hfModuleName(l, proj);
+    const w = await this.read(`${module}.weight`, [outDim, inDim]);
+    let y: string;
+    if (this.mode === "fp32") {
+      y = this.one("MatMul", [x, await this.external(`${module}.w`, DataType.FLOAT, [inDim, outDim], transpose(w, outDim, inDim))]);
+    } else {
+      const q = quantizeInt4(w, outDim, inDim);
+      const packed = await this.external(`${module}.q4`, DataType.UINT8, [outDim, q.kBlocks, BLOCK / 2], q.packed);
+      const scales = await this.external(`${module}.scales`, DataType.FLOAT, [outDim * q.kBlocks], q.scales);
+      y = this.one("MatMulNBits", [x, packed, scales], { K: inDim, N: outDim, bits: 4, block_size: BLOCK, accuracy_level: 4 }, "com.microsoft");
+    }
+    if (this.has(`${module}.bias`)) {
+      y = this.one("Add", [y, await this.external(`${module}.b`, DataType.FLOAT, [outDim], await this.read(`${module}.bias`, [outDim]))]);
+    }
+    const a = this.input(`lora.${l}.${proj}.A`, DataType.FLOAT, [`lb.${l}.${proj}`, inDim, `r.${l}.${proj}`]);
+    const b = this.input(`lora.${l}.${proj}.B`, DataType.FLOAT, [`lb.${l}.${proj}`, `r.${l}.${proj}`, outDim]);
+    return this.one("Add", [y, this.one("MatMul", [this.one("MatMul", [x, a]), b])]);
+  }
+
+  private async norm(x: string, weight: string, dim: number): Promise<string> {
+    const scale = await this.external(weight, DataType.FLOAT, [dim], await this.read(weight, [dim]));
+    return this.one("SimplifiedLayerNormalization", [x, scale], { axis: -1, epsilon: { float: this.cfg.rmsEps } });
+  }
+
+  /** norm(x + skip) and the sum itself (the residual stream). */
+  private async skipNorm(x: string, skip: string, weight: string): Promise<[string, string]> {
+    const scale = await this.external(weight, DataType.FLOAT, [this.cfg.hidden], await this.read(weight, [this.cfg.hidden]));
+    const out = this.op("SkipSimplifiedLayerNormalization", [x, skip, scale], { epsilon: { float: this.cfg.rmsEps } }, { domain: "com.microsoft", outputs: 4 });
+    // outputs 1 and 2 (mean, inv_std_var) are not wanted
+    this.nodes.at(-1)!.outputs[1] = "";
+    this.nodes.at(-1)!.outputs[2] = "";
+    return [out[0]!, out[3]!];
+  }
+
+  /** Qwen3: RMSNorm over each head of x (B,S,N*D). */
+  private async headNorm(x: string, weight: string, heads: number): Promise<string> {
+    const d = this.cfg.headDim;
+    const split = this.one("Reshape", [x, this.constInt64(`${weight}.shape`, [0, 0, heads, d])]);
+    const normed = await this.norm(split, weight, d);
+    return this.one("Reshape", [normed, this.constInt64(`${weight}.flat`, [0, 0, heads * d])]);
+  }
+
+  private async attention(x: string, l: number, cos: string, sin: string): Promise<string> {
+    const { cfg } = this;
+    const prefix = `model.layers.${l}.self_attn`;
+    let q = await this.linear(x, l, "q");
+    let k = await this.linear(x, l, "k");
+    const v = await this.linear(x, l, "v");
+    if (this.has(`${prefix}.q_norm.weight`)) {
+      q = await this.headNorm(q, `${prefix}.q_norm.weight`, cfg.heads);
+      k = await this.headNorm(k, `${prefix}.k_norm.weight`, cfg.kvHeads);
+    }
+    q = this.one("RotaryEmbedding", [q, "position_ids", cos, sin], { num_heads: cfg.heads, interleaved: 0 }, "com.microsoft");
+    k = this.one("RotaryEmbedding", [k, "position_ids", cos, sin], { num_heads: cfg.kvHeads, interleaved: 0 }, "com.microsoft");
+    this.nodes.push({ op: "Identity", inputs: [k], outputs: [`new_k.${l}`], name: `/new_k.${l}` });
+    this.nodes.push({ op: "Identity", inputs: [v], outputs: [`new_v.${l}`], name: `/new_v.${l}` });
+    const kvDim = cfg.kvHeads * cfg.headDim;
+    this.outputs.push({ name: `new_k.${l}`, type: DataType.FLOAT, dims: ["batch", "seq", kvDim] });
+    this.outputs.push({ name: `new_v.${l}`, type: DataType.FLOAT, dims: ["batch", "seq", kvDim] });
+    const pastDims = ["batch", cfg.kvHeads, "past", cfg.headDim];
+    const pk = this.input(`past_key.${l}`, DataType.FLOAT, pastDims);
+    const pv = this.input(`past_value.${l}`, DataType.FLOAT, pastDims);
+    const [attn] = this.op("GroupQueryAttention", [q, k, v, pk, pv, "seqlens_k", "total_sequence_length"],
+      { num_heads: cfg.heads, kv_num_heads: cfg.kvHeads, do_rotary: 0 }, { domain: "com.microsoft", outputs: 3 });
+    return this.linear(attn!, l, "o");
+  }
+
+  private async mlp(x: string, l: number): Promise<string> {
+    const gate = await this.linear(x, l, "gate");
+    const up = await this.linear(x, l, "up");
+    const silu = this.one("Mul", [gate, this.one("Sigmoid", [gate])]);
+    return this.linear(this.one("Mul", [silu, up]), l, "down");
+  }
+
+  async build(): Promise<void> {
+    const { cfg } = this;
+    this.input("input_ids", DataType.INT64, ["batch", "seq"]);
+    this.input("position_ids", DataType.INT64, ["batch", "seq"]);
+    this.input("seqlens_k", DataType.INT32, ["batch"]);
+    this.input("total_sequence_length", DataType.INT32, []);
+    this.input("logits_idx", DataType.INT64, ["batch", 1]);
+    const embedW = await this.read("model.embed_tokens.weight", [cfg.vocab, cfg.hidden]);
+    const embed = await this.external("embed", DataType.FLOAT, [cfg.vocab, cfg.hidden], embedW);
+    const caches = ropeCaches(cfg);
+    const cos = await this.external("rope.cos", DataType.FLOAT, [cfg.contextLength, cfg.headDim / 2], caches.cos);
+    const sin = await this.external("rope.sin", DataType.FLOAT, [cfg.contextLength, cfg.headDim / 2], caches.sin);
+
+    let residual = this.one("Gather", [embed, "input_ids"]);
+    let x = await this.norm(residual, "model.layers.0.input_layernorm.weight", cfg.hidden);
+    for (let l = 0; l < cfg.layers; l++) {
+      const attn = await this.attention(x, l, cos, sin);
+      [x, residual] = await this.skipNorm(attn, residual, `model.layers.${l}.post_attention_layernorm.weight`);
+      const mlp = await this.mlp(x, l);
+      const next = l + 1 < cfg.layers ? `model.layers.${l + 1}.input_layernorm.weight` : "model.norm.weight";
+      [x, residual] = await this.skipNorm(mlp, residual, next);
+    }
+    const last = this.one("GatherND", [x, "logits_idx"], { batch_dims: 1 });
+    await this.lmHead(last, embedW);
+    this.outputs.unshift({ name: "logits", type: DataType.FLOAT, dims: ["batch", cfg.vocab] });
+  }
+
+  private async lmHead(last: string, embedW: Float32Array): Promise<void> {
+    const { cfg } = this;
+    const tied = !this.has("lm_head.weight");
+    let logits: string;
+    if (this.mode === "fp32") {
+      // Gemm(transB=1) reads the [V,H] table as is, so a tied head shares the embedding initializer.
+      const w = tied ? "embed" : await this.external("lm_head", DataType.FLOAT, [cfg.vocab, cfg.hidden], await this.read("lm_head.weight", [cfg.vocab, cfg.hidden]));
+      logits = this.one("Gemm", [last, w], { transB: 1 });
+    } else {
+      const w = tied ? embedW : await this.read("lm_head.weight", [cfg.vocab, cfg.hidden]);
+      const q = quantizeInt4(w, cfg.vocab, cfg.hidden);
+      const packed = await this.external("lm_head.q4", DataType.UINT8, [cfg.vocab, q.kBlocks, BLOCK / 2], q.packed);
+      const scales = await this.external("lm_head.scales", DataType.FLOAT, [cfg.vocab * q.kBlocks], q.scales);
+      logits = this.one("MatMulNBits", [last, packed, scales], { K: cfg.hidden, N: cfg.vocab, bits: 4, block_size: BLOCK, accuracy_level: 4 }, "com.microsoft");
+    }
+    this.nodes.push({ op: "Identity", inputs: [logits], outputs: ["logits"], name: "/logits" });
+  }
+}
