@@ -23,6 +23,14 @@ const envSchema = z.object({
   OPENFT_WORK_DIR: z.string().min(1).optional(),
   OPENFT_DEVICE: z.enum(["auto", "cpu", "cuda"]).default("auto"),
   OPENFT_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  // Serving: weights as int4 (MatMulNBits, the default) or fp32 (exact); converted graphs are
+  // cached under OPENFT_SERVING_CACHE_DIR (default <data dir>/serving).
+  OPENFT_SERVING_MODE: z.enum(["int4", "fp32"]).default("int4"),
+  OPENFT_SERVING_THREADS: z.coerce.number().int().min(1).max(256).default(2),
+  OPENFT_SERVING_MAX_BATCH: z.coerce.number().int().min(1).max(256).default(16),
+  OPENFT_SERVING_MAX_QUEUE: z.coerce.number().int().min(1).default(256),
+  OPENFT_SERVING_MAX_ADAPTERS: z.coerce.number().int().min(1).default(64),
+  OPENFT_SERVING_CACHE_DIR: z.string().min(1).optional(),
   DATABASE_URL: z.string().url().optional(),
   OPENFT_S3_ENDPOINT: z.string().url().optional(),
   OPENFT_S3_BUCKET: z.string().min(3).optional(),
@@ -57,6 +65,14 @@ export interface Config {
     readonly python: string | undefined;
     readonly workDir: string;
     readonly device: "auto" | "cpu" | "cuda";
+  };
+  readonly serving: {
+    readonly mode: "int4" | "fp32";
+    readonly threads: number;
+    readonly maxBatch: number;
+    readonly maxQueue: number;
+    readonly maxAdapters: number;
+    readonly cacheDir: string;
   };
   readonly database: { readonly url: string | undefined };
   readonly s3: S3Config | undefined;
@@ -104,6 +120,16 @@ export function loadConfig(env: Env, overrides: Env = {}): Config {
       python: e.OPENFT_PYTHON,
       workDir: path.resolve(e.OPENFT_WORK_DIR ?? path.join(dataDir, "work")),
       device: e.OPENFT_DEVICE,
+    },
+    serving: {
+      mode: e.OPENFT_SERVING_MODE,
+      threads: e.OPENFT_SERVING_THREADS,
+      // A batch never holds more sequences than there are adapter slots, so a running adapter is
+      // never evicted by another row of the same batch.
+      maxBatch: Math.min(e.OPENFT_SERVING_MAX_BATCH, e.OPENFT_SERVING_MAX_ADAPTERS),
+      maxQueue: e.OPENFT_SERVING_MAX_QUEUE,
+      maxAdapters: e.OPENFT_SERVING_MAX_ADAPTERS,
+      cacheDir: path.resolve(e.OPENFT_SERVING_CACHE_DIR ?? path.join(dataDir, "serving")),
     },
     database: { url: e.DATABASE_URL },
     s3:

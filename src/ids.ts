@@ -20,6 +20,7 @@ export const newId = {
   project: () => `proj_${randomAlnum(24)}`,
   apiKey: () => `key_${randomAlnum(24)}`,
   request: () => `req_${randomAlnum(24)}`,
+  chatCompletion: () => `chatcmpl-${randomAlnum(29)}`,
 };
 
 export function newApiKeySecret(): string {

@@ -2,6 +2,7 @@
 import fs from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { buildApp } from "./api/app.js";
+import { ServingPool } from "./engine/serving/pool.js";
 import { ConfigError, loadConfig, processEnv, type Config, type Env } from "./config.js";
 import { createLogger } from "./logger.js";
 import { newId } from "./ids.js";
@@ -77,6 +78,7 @@ async function serve(config: Config): Promise<void> {
   const stopSweeper = startSweeper(database.db, blobs, log, Math.max(1000, config.files.uploadLeaseMs / 2));
   const baseModels = new BaseModels(config.modelsDir);
   const wakeup = new Wakeup();
+  const pool = new ServingPool(config.serving);
   const background = startBackground({
     db: database.db,
     blobs,
@@ -97,6 +99,7 @@ async function serve(config: Config): Promise<void> {
     onJobCreated: () => background.wake(),
     wakeup,
     workerLeaseMs: config.workers.leaseMs,
+    serving: { pool, adapterDir: path.join(config.serving.cacheDir, "adapters"), maxQueue: config.serving.maxQueue },
     ready: async () => {
       await database.db.execute("select 1");
       await blobs.exists("readyz-probe");
@@ -128,6 +131,7 @@ async function serve(config: Config): Promise<void> {
     await app.close();
     clearTimeout(force);
     await background.stop();
+    await pool.close();
     await stopSweeper();
     await database.close();
     process.exit(0);

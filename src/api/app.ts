@@ -8,6 +8,9 @@ import type { BlobStore, Db } from "../storage/index.js";
 import type { Project } from "../storage/repos/projects.js";
 import type { BaseModels } from "../jobs/base-models.js";
 import type { Wakeup } from "../jobs/wakeup.js";
+import type { ServingPool } from "../engine/serving/pool.js";
+import { registerChatRoutes } from "./chat/routes.js";
+import { ChatService } from "./chat/service.js";
 import { registerInternalRoutes } from "./internal/routes.js";
 import { registerModelRoutes } from "./models/routes.js";
 import { ModelsService } from "./models/service.js";
@@ -36,6 +39,9 @@ export interface AppDeps {
   /** Wakes long-polling worker claims when a job is (re)queued. */
   readonly wakeup: Wakeup;
   readonly workerLeaseMs: number;
+  /** Chat completions: the engine's per-base-model runtimes, where adapters are unpacked, and how
+   *  many sequences may wait per base model before requests get 429. */
+  readonly serving: { readonly pool: ServingPool; readonly adapterDir: string; readonly maxQueue: number };
   /** Told of every route as it is registered (the openapi test compares them with the spec). */
   readonly onRoute?: (method: string, url: string) => void;
 }
@@ -102,7 +108,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       onQueued: () => deps.wakeup.notify(),
     }),
   );
-  registerModelRoutes(app, new ModelsService({ db: deps.db, baseModels: deps.baseModels }));
+  const chat = new ChatService({ db: deps.db, blobs: deps.blobs, baseModels: deps.baseModels, log: deps.log, ...deps.serving });
+  registerChatRoutes(app, chat);
+  registerModelRoutes(app, new ModelsService({ db: deps.db, baseModels: deps.baseModels, onDeleted: (id) => chat.evictModel(id) }));
   registerInternalRoutes(
     app,
     new InternalService({ db: deps.db, blobs: deps.blobs, log: deps.log, wakeup: deps.wakeup, leaseMs: deps.workerLeaseMs }),

@@ -18,7 +18,7 @@ function notFound(id: string): ApiError {
 }
 
 export class ModelsService {
-  constructor(private readonly deps: { db: Db; baseModels: BaseModels }) {}
+  constructor(private readonly deps: { db: Db; baseModels: BaseModels; onDeleted?: (id: string) => Promise<void> }) {}
 
   async list(projectId: string) {
     const base = (await this.deps.baseModels.list()).map((m): ModelObject => ({ id: m.id, object: "model", created: m.created, owned_by: "system" }));
@@ -47,6 +47,8 @@ export class ModelsService {
       throw notFound(id);
     }
     if (!(await jobs.deleteModel(this.deps.db, projectId, id))) throw notFound(id);
+    // It stops serving at once: running completions on it end, its adapter is unloaded.
+    await this.deps.onDeleted?.(id);
     return { id, object: "model" as const, deleted: true as const };
   }
 }

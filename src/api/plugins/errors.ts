@@ -42,6 +42,8 @@ function fromFastifyError(err: FastifyError): ApiError | undefined {
 
 export function sendError(reply: FastifyReply, err: ApiError): FastifyReply {
   if (!err.shouldRetry) reply.header("x-should-retry", "false");
+  // Overload (429/503) is worth retrying: say when, in whole seconds, as the SDKs read it.
+  if (err.status === 429 || err.status === 503) reply.header("retry-after", "1");
   return reply.code(err.status).type("application/json; charset=utf-8").send(err.toJSON());
 }
 

@@ -16,6 +16,16 @@ export interface ChatTokenizer {
   countText(text: string): number;
   /** countText(render(example)). */
   countTokens(example: ChatExample): number;
+  /** What the model is asked to continue when serving: the messages (and tools) rendered with the
+   *  generation prompt appended, encoded the same way training encodes them. */
+  encodePrompt(messages: ChatMessage[], tools?: ChatExample["tools"]): number[];
+  /** Text of generated ids, special tokens left out (they are never content). */
+  decode(ids: readonly number[]): string;
+  /** The token's own bytes (a byte-level BPE token may be part of one UTF-8 character). */
+  tokenBytes(id: number): number[];
+  /** Ids that end a reply: every eos_token_id of config.json and generation_config.json, and the
+   *  tokenizer's eos token. */
+  readonly stopTokenIds: ReadonlySet<number>;
 }
 
 type Json = Record<string, unknown>;
@@ -92,7 +102,40 @@ function templateMessage(message: ChatMessage): Json {
   return out;
 }
 
-function buildChatTokenizer(tokenizer: Tokenizer, template: Template, tokenizerConfig: Json, contextLength: number): ChatTokenizer {
+// GPT-2's byte-level alphabet: every byte is written as one printable character in token strings.
+let byteLevelInverse: Map<string, number> | undefined;
+function byteLevelDecoder(): Map<string, number> {
+  if (byteLevelInverse) return byteLevelInverse;
+  const printable: number[] = [];
+  for (let b = 33; b <= 126; b++) printable.push(b);
+  for (let b = 161; b <= 172; b++) printable.push(b);
+  for (let b = 174; b <= 255; b++) printable.push(b);
+  const map = new Map<string, number>();
+  let extra = 0;
+  for (let b = 0; b < 256; b++) {
+    map.set(String.fromCodePoint(printable.includes(b) ? b : 256 + extra++), b);
+  }
+  byteLevelInverse = map;
+  return map;
+}
+
+function usesByteLevel(tokenizerJson: Json): boolean {
+  const decoder = tokenizerJson.decoder as Json | null | undefined;
+  if (!decoder) return false;
+  if (decoder.type === "ByteLevel") return true;
+  return Array.isArray(decoder.decoders) && (decoder.decoders as Json[]).some((d) => d.type === "ByteLevel");
+}
+
+function eosIds(values: unknown[]): number[] {
+  return values.flatMap((v) => (Array.isArray(v) ? v : [v])).filter((v): v is number => Number.isInteger(v));
+}
+
+interface ServingParts {
+  byteLevel: boolean;
+  eosTokenIds: number[];
+}
+
+function buildChatTokenizer(tokenizer: Tokenizer, template: Template, tokenizerConfig: Json, contextLength: number, serving: ServingParts): ChatTokenizer {
   const specials = {
     bos_token: tokenString(tokenizerConfig.bos_token) ?? "",
     eos_token: tokenString(tokenizerConfig.eos_token) ?? "",
@@ -107,7 +150,23 @@ function buildChatTokenizer(tokenizer: Tokenizer, template: Template, tokenizerC
   // <|im_start|>, ...) into the text; letting the post-processor add them again would count a
   // second BOS on Llama-style tokenizers. transformers' apply_chat_template(tokenize=True) does the same.
   const countText = (text: string): number => tokenizer.encode(text, { add_special_tokens: false }).ids.length;
-  return { contextLength, render, countText, countTokens: (example) => countText(render(example)) };
+  const encodePrompt = (messages: ChatMessage[], tools?: ChatExample["tools"]): number[] => {
+    const text = template.render({ ...specials, messages: messages.map(templateMessage), ...(tools ? { tools } : {}), add_generation_prompt: true });
+    return tokenizer.encode(text, { add_special_tokens: false }).ids;
+  };
+  const decode = (ids: readonly number[]): string =>
+    tokenizer.decode([...ids], { skip_special_tokens: true, clean_up_tokenization_spaces: false });
+  const byteMap = serving.byteLevel ? byteLevelDecoder() : undefined;
+  const tokenBytes = (id: number): number[] => {
+    const piece = tokenizer.id_to_token(id) ?? "";
+    const hex = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+    if (hex) return [parseInt(hex[1]!, 16)];
+    if (byteMap && [...piece].every((c) => byteMap.has(c))) return [...piece].map((c) => byteMap.get(c)!);
+    return [...Buffer.from(piece.replaceAll("\u2581", " "), "utf8")];
+  };
+  const eosToken = specials.eos_token ? tokenizer.token_to_id(specials.eos_token) : undefined;
+  const stopTokenIds = new Set([...serving.eosTokenIds, ...(eosToken === undefined ? [] : [eosToken])]);
+  return { contextLength, render, countText, countTokens: (example) => countText(render(example)), encodePrompt, decode, tokenBytes, stopTokenIds };
 }
 
 async function load(modelDir: string): Promise<ChatTokenizer> {
@@ -118,7 +177,9 @@ async function load(modelDir: string): Promise<ChatTokenizer> {
   if (!config) throw new Error(`${modelDir} has no config.json`);
   const template = new Template(await loadChatTemplate(modelDir, tokenizerConfig));
   const tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
-  return buildChatTokenizer(tokenizer, template, tokenizerConfig, contextLengthOf(config, modelDir));
+  const generation = (await readJson(path.join(modelDir, "generation_config.json"))) ?? {};
+  const serving = { byteLevel: usesByteLevel(tokenizerJson), eosTokenIds: eosIds([config.eos_token_id, generation.eos_token_id]) };
+  return buildChatTokenizer(tokenizer, template, tokenizerConfig, contextLengthOf(config, modelDir), serving);
 }
 
 // Loading a real tokenizer.json takes about a second (Qwen3: 11 MB), so each folder is loaded once

@@ -1,0 +1,321 @@
+// Chat completions: resolves the model (a base model, an ft: model or an ft: checkpoint of the
+// caller's project), renders the messages with the base model's own chat template, and runs the
+// request on the base model's scheduler with the fine-tune's adapter. Everything that can be
+// refused is refused before the first byte of a response is written.
+import { randomBytes } from "node:crypto";
+import fs from "node:fs/promises";
+import path from "node:path";
+import type { Logger } from "pino";
+import { newId, nowSeconds, sha256Hex } from "../../ids.js";
+import type { BaseModels } from "../../jobs/base-models.js";
+import * as jobs from "../../jobs/repo.js";
+import type { ChatMessage } from "../../jobs/validation/chat-format.js";
+import { loadChatTokenizer, type ChatTokenizer } from "../../jobs/validation/tokenizer.js";
+import type { ServingPool, ServedModel } from "../../engine/serving/pool.js";
+import { AbortedError, type ChoiceEvent, type GeneratedToken } from "../../engine/serving/scheduler.js";
+import type { SamplingParams } from "../../engine/serving/sampler.js";
+import type { BlobStore } from "../../storage/blob-store.js";
+import type { Db } from "../../storage/db.js";
+import { ApiError } from "../errors.js";
+import { KNOWN_FIELDS, SYSTEM_FINGERPRINT, usage, type ChatCompletionBody, type WireMessage, type WireTokenLogprob } from "./schema.js";
+
+export interface ChatDeps {
+  readonly db: Db;
+  readonly blobs: BlobStore;
+  readonly baseModels: BaseModels;
+  readonly pool: ServingPool;
+  /** Where fine-tunes' adapters are unpacked from the blob store for the engine. */
+  readonly adapterDir: string;
+  /** Most sequences queued or running per base model before new requests get 429. */
+  readonly maxQueue: number;
+  readonly log: Logger;
+}
+
+/** A request that passed every check and whose model is loaded: only generation is left. */
+export interface PreparedChat {
+  readonly id: string;
+  readonly created: number;
+  readonly model: string;
+  readonly served: ServedModel;
+  readonly tokenizer: ChatTokenizer;
+  readonly promptIds: number[];
+  readonly adapter: string | null;
+  readonly n: number;
+  readonly maxTokens: number;
+  readonly stops: string[];
+  readonly sampling: SamplingParams;
+  readonly seed: bigint;
+  readonly includeUsage: boolean;
+}
+
+export type StreamWrite = (payload: object | "[DONE]") => void;
+
+function unsupported(param: string, what: string): ApiError {
+  return ApiError.badRequest(`${what} is not supported by this server.`, param, "unsupported_parameter");
+}
+
+/** Rejects what we cannot honour, naming the parameter, instead of silently ignoring it. */
+function checkSupported(raw: Record<string, unknown>, body: ChatCompletionBody): void {
+  for (const key of Object.keys(raw)) {
+    if (!KNOWN_FIELDS.has(key)) throw ApiError.badRequest(`Unrecognized request argument supplied: ${key}`, key, "unknown_parameter");
+  }
+  if (body.stream_options && !body.stream) {
+    throw ApiError.badRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options", "invalid_value");
+  }
+  if (body.top_logprobs !== null && body.top_logprobs !== undefined && !body.logprobs) {
+    throw ApiError.badRequest("'top_logprobs' requires 'logprobs' to be true.", "top_logprobs", "invalid_value");
+  }
+  const format = body.response_format?.type;
+  if (format !== undefined && format !== "text") throw unsupported("response_format.type", `response_format of type '${format}'`);
+  if (body.tools && body.tools.length > 0) throw unsupported("tools", "Tool calling");
+  if (body.functions && body.functions.length > 0) throw unsupported("functions", "Function calling");
+  if (body.modalities && body.modalities.some((m) => m !== "text")) throw unsupported("modalities", "Output other than text");
+  if (body.audio !== undefined && body.audio !== null) throw unsupported("audio", "Audio output");
+  if (body.web_search_options !== undefined && body.web_search_options !== null) throw unsupported("web_search_options", "Web search");
+}
+
+/** Message content as one string; only text parts can be served by a text model. */
+function toChatMessages(messages: WireMessage[]): ChatMessage[] {
+  return messages.map((m, i) => {
+    let content: string | null = null;
+    if (typeof m.content === "string") content = m.content;
+    else if (Array.isArray(m.content)) {
+      content = m.content
+        .map((p, j) => {
+          if (p.type !== "text" && p.type !== "refusal") {
+            throw ApiError.badRequest(`Content parts of type '${p.type}' are not supported; only 'text' parts are.`, `messages[${i}].content[${j}].type`, "unsupported_parameter");
+          }
+          const text = p.type === "text" ? p.text : p.refusal;
+          if (typeof text !== "string") throw ApiError.badRequest(`Missing required parameter: 'messages[${i}].content[${j}].${p.type}'.`, `messages[${i}].content[${j}].${p.type}`, "missing_required_parameter");
+          return text;
+        })
+        .join("");
+    } else if (m.role !== "assistant") {
+      throw ApiError.badRequest(`Invalid value for 'content': expected a string or an array of text parts for role '${m.role}'.`, `messages[${i}].content`, "invalid_type");
+    } else if (!m.tool_calls && !m.function_call) {
+      throw ApiError.badRequest("Invalid value for 'content': an assistant message needs content unless it has tool_calls.", `messages[${i}].content`, "invalid_type");
+    }
+    if (m.role === "tool" && !m.tool_call_id) throw ApiError.badRequest("Missing required parameter: 'messages[" + i + "].tool_call_id'.", `messages[${i}].tool_call_id`, "missing_required_parameter");
+    const out: ChatMessage = { role: m.role, content: content ?? "" };
+    if (m.name) out.name = m.name;
+    if (m.tool_calls) out.tool_calls = m.tool_calls;
+    if (m.tool_call_id) out.tool_call_id = m.tool_call_id;
+    return out;
+  });
+}
+
+/** OpenAI writes a token that is not whole UTF-8 as its bytes, e.g. "bytes:\xe2\x80". */
+function tokenString(bytes: number[]): string {
+  const buf = Buffer.from(bytes);
+  const text = new TextDecoder("utf-8", { fatal: false }).decode(buf);
+  if (!text.includes("\uFFFD") || Buffer.from(text, "utf8").equals(buf)) return text;
+  return "bytes:" + bytes.map((b) => "\\x" + b.toString(16).padStart(2, "0")).join("");
+}
+
+function randomSeed(): bigint {
+  return randomBytes(8).readBigUInt64BE();
+}
+
+export class ChatService {
+  private readonly active = new Map<string, Set<AbortController>>();
+  private readonly unpacking = new Map<string, Promise<string>>();
+
+  constructor(private readonly deps: ChatDeps) {}
+
+  async prepare(projectId: string, raw: Record<string, unknown>, body: ChatCompletionBody): Promise<PreparedChat> {
+    checkSupported(raw, body);
+    const messages = toChatMessages(body.messages);
+    const { baseDir, adapter } = await this.resolve(projectId, body.model);
+    const tokenizer = await loadChatTokenizer(baseDir);
+    const served = await this.deps.pool.model(baseDir);
+    if (served.scheduler.load >= this.deps.maxQueue) {
+      throw new ApiError(429, "The server is handling as many completions as it can; please retry shortly.", "requests", null, "rate_limit_exceeded");
+    }
+    let promptIds: number[];
+    try {
+      promptIds = tokenizer.encodePrompt(messages);
+    } catch (err) {
+      throw ApiError.badRequest(`The model's chat template cannot render these messages: ${(err as Error).message}`, "messages", "invalid_value");
+    }
+    const context = served.runtime.contextLength;
+    const requested = body.max_completion_tokens ?? body.max_tokens ?? null;
+    if (promptIds.length >= context || (requested !== null && promptIds.length + requested > context)) {
+      const asked = requested === null ? `${promptIds.length} tokens in the messages` : `${promptIds.length + requested} tokens (${promptIds.length} in the messages, ${requested} in the completion)`;
+      throw ApiError.badRequest(`This model's maximum context length is ${context} tokens. However, you requested ${asked}. Please reduce the length of the messages or completion.`, "messages", "context_length_exceeded");
+    }
+    const vocab = served.runtime.vocabSize;
+    const logitBias = new Map<number, number>();
+    for (const [k, v] of Object.entries(body.logit_bias ?? {})) {
+      const id = Number(k);
+      if (id >= vocab) throw ApiError.badRequest(`Invalid key in 'logit_bias': ${k} is not a token id of this model (vocabulary of ${vocab}).`, "logit_bias", "invalid_value");
+      logitBias.set(id, v);
+    }
+    if (adapter) await served.runtime.loadAdapter(adapter.key, await this.unpack(adapter));
+    return {
+      id: newId.chatCompletion(),
+      created: nowSeconds(),
+      model: body.model,
+      served,
+      tokenizer,
+      promptIds,
+      adapter: adapter?.key ?? null,
+      n: body.n ?? 1,
+      maxTokens: requested ?? context - promptIds.length,
+      stops: body.stop === null || body.stop === undefined ? [] : [body.stop].flat(),
+      sampling: {
+        temperature: body.temperature ?? 1,
+        topP: body.top_p ?? 1,
+        presencePenalty: body.presence_penalty ?? 0,
+        frequencyPenalty: body.frequency_penalty ?? 0,
+        logitBias,
+        topLogprobs: body.logprobs ? (body.top_logprobs ?? 0) : null,
+      },
+      seed: body.seed === null || body.seed === undefined ? randomSeed() : BigInt(body.seed),
+      includeUsage: body.stream_options?.include_usage === true,
+    };
+  }
+
+  /** The whole completion as one chat.completion object. */
+  async complete(p: PreparedChat, signal: AbortSignal) {
+    const logprobs: WireTokenLogprob[][] = Array.from({ length: p.n }, () => []);
+    const result = await this.run(p, signal, (e) => logprobs[e.index]!.push(...this.wireLogprobs(p, e.logprobs)));
+    return {
+      id: p.id,
+      object: "chat.completion" as const,
+      created: p.created,
+      model: p.model,
+      choices: result.choices.map((c, index) => ({
+        index,
+        message: { role: "assistant" as const, content: c.text, refusal: null, annotations: [] },
+        logprobs: p.sampling.topLogprobs === null ? null : { content: logprobs[index]!, refusal: null },
+        finish_reason: c.finish,
+      })),
+      usage: usage(p.promptIds.length, result.completionTokens),
+      service_tier: "default",
+      system_fingerprint: SYSTEM_FINGERPRINT,
+    };
+  }
+
+  /** The completion as chat.completion.chunk payloads, then "[DONE]". A failure after the first
+   *  chunk becomes an `error` payload, which both SDKs raise as APIError. */
+  async stream(p: PreparedChat, signal: AbortSignal, write: StreamWrite): Promise<void> {
+    const chunk = (choices: object[], extra: object = {}) => ({
+      id: p.id, object: "chat.completion.chunk", created: p.created, model: p.model,
+      service_tier: "default", system_fingerprint: SYSTEM_FINGERPRINT, choices,
+      ...(p.includeUsage ? { usage: null } : {}), ...extra,
+    });
+    for (let index = 0; index < p.n; index++) {
+      write(chunk([{ index, delta: { role: "assistant", content: "", refusal: null }, logprobs: null, finish_reason: null }]));
+    }
+    try {
+      const result = await this.run(p, signal, (e) => {
+        const lp = this.wireLogprobs(p, e.logprobs);
+        if (e.delta !== "" || lp.length > 0) {
+          write(chunk([{ index: e.index, delta: { content: e.delta }, logprobs: p.sampling.topLogprobs === null ? null : { content: lp, refusal: null }, finish_reason: null }]));
+        }
+        if (e.finish) write(chunk([{ index: e.index, delta: {}, logprobs: null, finish_reason: e.finish }]));
+      });
+      if (p.includeUsage) write(chunk([], { usage: usage(p.promptIds.length, result.completionTokens) }));
+      write("[DONE]");
+    } catch (err) {
+      if (signal.aborted && !(signal.reason instanceof ApiError)) return;
+      const apiError = err instanceof ApiError ? err : ApiError.internal();
+      if (!(err instanceof ApiError)) this.deps.log.error({ err }, "generation failed mid-stream");
+      write(apiError.toJSON());
+    }
+  }
+
+  /** A deleted fine-tune stops at once: its running requests end, its adapter is unloaded. */
+  async evictModel(id: string): Promise<void> {
+    for (const c of this.active.get(id) ?? []) c.abort(ApiError.notFound(`The model '${id}' was deleted.`, "model", "model_not_found"));
+    this.active.delete(id);
+    await this.deps.pool.unloadAdapter(id);
+    await fs.rm(this.adapterFolder(id), { recursive: true, force: true });
+  }
+
+  private async run(p: PreparedChat, signal: AbortSignal, onEvent: (e: ChoiceEvent) => void) {
+    const own = new AbortController();
+    const abort = () => own.abort(signal.reason);
+    signal.addEventListener("abort", abort, { once: true });
+    const set = this.active.get(p.model) ?? new Set();
+    set.add(own);
+    this.active.set(p.model, set);
+    try {
+      return await p.served.scheduler.generate({
+        promptIds: p.promptIds, adapter: p.adapter, n: p.n, maxTokens: p.maxTokens,
+        stopTokenIds: p.tokenizer.stopTokenIds, stops: p.stops, sampling: p.sampling, seed: p.seed,
+        decoder: p.tokenizer, signal: own.signal, onEvent,
+      });
+    } catch (err) {
+      if (err instanceof AbortedError && own.signal.reason instanceof ApiError) throw own.signal.reason;
+      throw err;
+    } finally {
+      signal.removeEventListener("abort", abort);
+      set.delete(own);
+      if (set.size === 0 && this.active.get(p.model) === set) this.active.delete(p.model);
+    }
+  }
+
+  private wireLogprobs(p: PreparedChat, tokens: readonly GeneratedToken[]): WireTokenLogprob[] {
+    const wire = (id: number, logprob: number) => {
+      const bytes = p.tokenizer.tokenBytes(id);
+      return { token: tokenString(bytes), logprob, bytes };
+    };
+    return tokens.map((t) => ({ ...wire(t.id, t.logprob), top_logprobs: t.top.map((x) => wire(x.id, x.logprob)) }));
+  }
+
+  private async resolve(projectId: string, model: string): Promise<{ baseDir: string; adapter: jobs.ModelRow & { key: string } | null }> {
+    const notFound = () => ApiError.notFound(`The model '${model}' does not exist or you do not have access to it.`, "model", "model_not_found");
+    if (!model.startsWith("ft:")) {
+      const base = await this.deps.baseModels.get(model);
+      if (!base) throw notFound();
+      return { baseDir: base.dir, adapter: null };
+    }
+    const row = await jobs.getModel(this.deps.db, projectId, model);
+    if (!row) throw notFound();
+    const base = await this.deps.baseModels.get(row.baseModel);
+    if (!base) throw new ApiError(404, `The base model '${row.baseModel}' of '${model}' is no longer installed on this server.`, "invalid_request_error", "model", "model_not_found");
+    return { baseDir: base.dir, adapter: { ...row, key: row.id } };
+  }
+
+  private adapterFolder(id: string): string {
+    return path.join(this.deps.adapterDir, sha256Hex(id).slice(0, 32));
+  }
+
+  /** The adapter's files in a local folder, downloaded once; the folder appears whole or not at all. */
+  private unpack(row: jobs.ModelRow): Promise<string> {
+    let entry = this.unpacking.get(row.id);
+    if (!entry) {
+      entry = this.download(row);
+      this.unpacking.set(row.id, entry);
+      entry.finally(() => this.unpacking.delete(row.id)).catch(() => undefined);
+    }
+    return entry;
+  }
+
+  private async download(row: jobs.ModelRow): Promise<string> {
+    const dir = this.adapterFolder(row.id);
+    if (await fs.stat(dir).then(() => true, () => false)) return dir;
+    const tmp = `${dir}.tmp-${randomBytes(6).toString("hex")}`;
+    await fs.mkdir(tmp, { recursive: true });
+    try {
+      for (const name of row.files as string[]) {
+        const body = await this.deps.blobs.get(row.blobPrefix + name);
+        const out = await fs.open(path.join(tmp, name), "w");
+        try {
+          for await (const chunk of body) await out.write(chunk as Buffer);
+          await out.sync();
+        } finally {
+          await out.close();
+        }
+      }
+      await fs.rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
+        // Another request (or process) unpacked it first: theirs is as good as ours.
+        if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
+      });
+      return dir;
+    } finally {
+      await fs.rm(tmp, { recursive: true, force: true });
+    }
+  }
+}

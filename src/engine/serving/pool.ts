@@ -1,0 +1,54 @@
+// One inference runtime and one scheduler per base model, opened on first use (the first open
+// converts the weights into the ONNX cache). Fine-tunes of a base share its runtime: their
+// adapters are loaded into it by key.
+import { openRuntime, type ModelRuntime, type WeightMode } from "../inference/runtime.js";
+import { Scheduler } from "./scheduler.js";
+
+export interface PoolOptions {
+  readonly cacheDir: string;
+  readonly mode: WeightMode;
+  readonly threads: number;
+  readonly maxBatch: number;
+  readonly maxAdapters: number;
+}
+
+export interface ServedModel {
+  readonly runtime: ModelRuntime;
+  readonly scheduler: Scheduler;
+}
+
+export class ServingPool {
+  private readonly models = new Map<string, Promise<ServedModel>>();
+
+  constructor(private readonly opts: PoolOptions) {}
+
+  /** The runtime of the base model folder `dir`. A failed open is forgotten so it can be retried. */
+  model(dir: string): Promise<ServedModel> {
+    let entry = this.models.get(dir);
+    if (!entry) {
+      entry = openRuntime(dir, { cacheDir: this.opts.cacheDir, mode: this.opts.mode, threads: this.opts.threads, maxAdapters: this.opts.maxAdapters }).then(
+        (runtime) => ({ runtime, scheduler: new Scheduler(runtime, this.opts.maxBatch) }),
+      );
+      this.models.set(dir, entry);
+      entry.catch(() => this.models.delete(dir));
+    }
+    return entry;
+  }
+
+  /** Drops an adapter from every open runtime (its model was deleted). */
+  async unloadAdapter(key: string): Promise<void> {
+    for (const entry of this.models.values()) {
+      const m = await entry.catch(() => undefined);
+      if (m) await m.runtime.unloadAdapter(key);
+    }
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.models.values()];
+    this.models.clear();
+    for (const entry of all) {
+      const m = await entry.catch(() => undefined);
+      if (m) await m.runtime.close();
+    }
+  }
+}

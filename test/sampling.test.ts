@@ -1,0 +1,68 @@
+// The sampler and the streamed text of a choice, on plain numbers and a real tokenizer (no engine).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { ChoiceSampler, Rng, choiceSeed, logSumExp, topK, type SamplingParams } from "../src/engine/serving/sampler.js";
+import { ChoiceText } from "../src/engine/serving/choice-text.js";
+
+const params = (p: Partial<SamplingParams> = {}): SamplingParams => ({ temperature: 1, topP: 1, presencePenalty: 0, frequencyPenalty: 0, logitBias: new Map(), topLogprobs: null, ...p });
+const logits = Float32Array.from([0.5, 2, 1, -1, 1.9]);
+
+test("greedy picks the largest logit; logprobs are the raw log-softmax", () => {
+  const s = new ChoiceSampler(params({ temperature: 0, topLogprobs: 2 }), new Rng(1n)).sample(logits);
+  assert.equal(s.id, 1);
+  assert.ok(Math.abs(s.logprob! - (2 - logSumExp(logits))) < 1e-9);
+  assert.deepEqual(s.top!.map((t) => t.id), [1, 4]);
+});
+
+test("the same seed draws the same tokens; choices of one request differ", () => {
+  const draw = (seed: bigint) => {
+    const s = new ChoiceSampler(params(), new Rng(seed));
+    return Array.from({ length: 50 }, () => s.sample(logits).id);
+  };
+  assert.deepEqual(draw(choiceSeed(42n, 0)), draw(choiceSeed(42n, 0)));
+  assert.notDeepEqual(draw(choiceSeed(42n, 0)), draw(choiceSeed(42n, 1)));
+});
+
+test("frequencies follow the softmax at temperature 1 and sharpen at low temperature", () => {
+  const s = new ChoiceSampler(params(), new Rng(3n));
+  const counts = new Array(5).fill(0);
+  for (let i = 0; i < 20000; i++) counts[s.sample(logits).id]++;
+  const lse = logSumExp(logits);
+  for (let i = 0; i < 5; i++) assert.ok(Math.abs(counts[i] / 20000 - Math.exp(logits[i]! - lse)) < 0.015, `token ${i}`);
+  const cold = new ChoiceSampler(params({ temperature: 0.02 }), new Rng(3n));
+  assert.ok(Array.from({ length: 200 }, () => cold.sample(logits).id).filter((id) => id === 1).length > 180);
+});
+
+test("top_p keeps only the nucleus; logit_bias and penalties move tokens", () => {
+  const nucleus = new ChoiceSampler(params({ topP: 0.5 }), new Rng(5n));
+  const seen = new Set(Array.from({ length: 500 }, () => nucleus.sample(logits).id));
+  assert.deepEqual([...seen].sort(), [1, 4]);
+  const biased = new ChoiceSampler(params({ temperature: 0, logitBias: new Map([[3, 100]]) }), new Rng(1n));
+  assert.equal(biased.sample(logits).id, 3);
+  const penalised = new ChoiceSampler(params({ temperature: 0, presencePenalty: 2 }), new Rng(1n));
+  assert.deepEqual([penalised.sample(logits).id, penalised.sample(logits).id], [1, 4]);
+  const freq = new ChoiceSampler(params({ temperature: 0, frequencyPenalty: 0.06 }), new Rng(1n));
+  assert.deepEqual([freq.sample(logits).id, freq.sample(logits).id, freq.sample(logits).id], [1, 1, 4]);
+});
+
+test("topK orders by value and keeps the lower id on ties", () => {
+  assert.deepEqual(topK(Float32Array.from([1, 3, 3, 2]), 3), [1, 2, 3]);
+  assert.deepEqual(topK(Float32Array.from([1]), 0), []);
+});
+
+test("choice text holds back half characters and possible stop prefixes, and cuts at a stop", () => {
+  // A decoder over byte tokens: ids are UTF-8 bytes, so "é" arrives in two tokens.
+  const decoder = { decode: (ids: readonly number[]) => Buffer.from(ids).toString("utf8") };
+  const ids = (s: string) => [...Buffer.from(s, "utf8")];
+  const t = new ChoiceText(decoder, ["END"]);
+  const out = ids("café E").map((b) => t.push(b));
+  assert.deepEqual(out, ["c", "a", "f", "", "é", " ", ""]);
+  assert.equal(t.push(ids("N")[0]!), "");
+  assert.equal(t.push(ids("D")[0]!), "");
+  assert.ok(t.stopped);
+  assert.equal(t.text, "café ");
+  const u = new ChoiceText(decoder, ["END"]);
+  for (const b of ids("so E")) u.push(b);
+  assert.equal(u.flush(), "E", "held-back text is released at the end");
+  assert.equal(u.text, "so E");
+});
