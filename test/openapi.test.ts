@@ -214,7 +214,7 @@ test("a missing key fails, null where the contract wants a value fails", () => {
 });
 
 test("an undocumented route, method or status fails", () => {
-  assert.throws(() => assertResponseMatches("post", "/v1/chat/completions", 200, {}), /documents no POST \/v1\/chat\/completions/);
+  assert.throws(() => assertResponseMatches("post", "/v1/completions", 200, {}), /documents no POST \/v1\/completions/);
   assert.throws(() => assertResponseMatches("put", "/v1/files", 200, {}), /documents no PUT \/v1\/files/);
   assert.throws(() => assertResponseMatches("get", "/v1/files", 404, sampleError()), /no 404 response/);
   assert.throws(() => assertResponseMatches("get", "/healthz", 401, sampleError()), /no 401 response/);
@@ -484,6 +484,232 @@ test("the documented create body accepts and rejects what the server's parser do
     const server = createJobBody.safeParse(body).success;
     assert.equal(matchesSchema("CreateFineTuningJobRequest", body), server, `${JSON.stringify(body)}: the server ${server ? "accepts" : "rejects"} it`);
   }
+});
+
+// ---- Chat completions ------------------------------------------------------------------------
+
+const chatBase = { model: "no-such-model", messages: [{ role: "user", content: "hi" }] };
+
+/** Request bodies around every documented range and shape of CreateChatCompletionRequest. */
+function chatBodies(): unknown[] {
+  const b = chatBase;
+  const msg = (m: Record<string, unknown>) => ({ ...b, messages: [m] });
+  const SAFE = Number.MAX_SAFE_INTEGER;
+  return [
+    b,
+    "not an object",
+    [b],
+    null,
+    { messages: b.messages },
+    { model: "", messages: b.messages },
+    { model: b.model },
+    { ...b, messages: [] },
+    { ...b, unknown: 1 },
+    { ...b, Model: "x" },
+    msg({ role: "robot", content: "x" }),
+    msg({ content: "x" }),
+    msg({ role: "user", content: "x", extra: 1, name: "n" }),
+    msg({ role: "user", content: null }),
+    msg({ role: "user" }),
+    msg({ role: "user", content: 5 }),
+    msg({ role: "user", content: [] }),
+    msg({ role: "user", content: [{ type: "text", text: "h" }, { type: "text", text: "i", cache: true }] }),
+    msg({ role: "user", content: [{ text: "h" }] }),
+    msg({ role: "user", content: [{ type: 1 }] }),
+    msg({ role: "user", content: ["h"] }),
+    msg({ role: "user", content: [{ type: "image_url", image_url: { url: "http://x" } }] }),
+    msg({ role: "assistant", content: null, tool_calls: [], refusal: null, audio: { id: "a" }, function_call: null }),
+    msg({ role: "assistant", tool_calls: {} }),
+    msg({ role: "tool", content: "x", tool_call_id: "call_1" }),
+    msg({ role: "tool", content: "x", tool_call_id: 1 }),
+    msg({ role: "user", content: "x", name: 1 }),
+    msg({ role: "assistant", content: "x", refusal: 1 }),
+    ...["developer", "system", "function"].map((role) => msg({ role, content: "x", name: null })),
+    ...([
+      ["max_completion_tokens", [1, SAFE, null, 0, -1, 1.5, SAFE + 1, "8"]],
+      ["max_tokens", [1, SAFE, null, 0, 2.5]],
+      ["temperature", [0, 2, 0.7, null, -0.1, 2.01, "1"]],
+      ["top_p", [0, 1, 0.5, null, -0.5, 1.5]],
+      ["n", [1, 128, null, 0, 129, 1.5]],
+      ["stop", ["\n", ["a", "b", "c", "d"], [], null, "", ["a", "b", "c", "d", "e"], [""], [1], 1]],
+      ["seed", [0, -1, SAFE, -SAFE, null, SAFE + 1, -SAFE - 1, 1.5, "7"]],
+      ["stream", [true, false, null, "true", 1]],
+      ["stream_options", [{ include_usage: true }, { include_usage: null, include_obfuscation: false, other: 1 }, {}, null, { include_usage: "yes" }, [], "x"]],
+      ["logprobs", [true, false, null, 1]],
+      ["top_logprobs", [0, 20, null, -1, 21, 2.5]],
+      ["presence_penalty", [-2, 2, 0, null, -2.1, 2.1]],
+      ["frequency_penalty", [-2, 2, null, 3, -3]],
+      ["logit_bias", [{}, { "0": -100, "50256": 100 }, { "007": 5 }, null, { "-1": 5 }, { x: 1 }, { "": 1 }, { "1": 101 }, { "1": -101 }, { "1": 1.5 }, []]],
+      ["response_format", [{ type: "text" }, { type: "json_object" }, { type: "json_schema", json_schema: { name: "x" } }, null, {}, { type: 1 }, "text"]],
+      ["tools", [[], [{ type: "function", function: { name: "f" } }], null, {}]],
+      ["tool_choice", ["auto", { type: "function" }, null, 1]],
+      ["parallel_tool_calls", [true, null, "no"]],
+      ["functions", [[], [{ name: "f" }], null, "f"]],
+      ["function_call", ["auto", null, { name: "f" }]],
+      ["modalities", [["text"], ["text", "audio"], [], null, "text", [1]]],
+      ["audio", [{ voice: "alloy", format: "mp3" }, null, 1]],
+      ["prediction", [{ type: "content", content: "x" }, null]],
+      ["web_search_options", [{}, null, "x"]],
+      ["user", ["u", null, 1]],
+      ["metadata", [{ k: "v" }, {}, null, { k: 1 }, []]],
+      ["store", [true, null, "yes"]],
+      ["service_tier", ["auto", "flex", null, 1]],
+      ["reasoning_effort", ["low", null, 1]],
+      ["verbosity", ["low", null, 1]],
+      ["prompt_cache_key", ["k", null, 1]],
+      ["prompt_cache_retention", ["24h", null, 1]],
+      ["safety_identifier", ["s", null, 1]],
+    ] as Array<[string, unknown[]]>).flatMap(([key, values]) => values.map((v) => ({ ...b, [key]: v }))),
+  ];
+}
+
+/** What the server lets through its body checks: the zod parser, then no key outside it. */
+async function chatParserAccepts(body: unknown): Promise<boolean> {
+  const { chatCompletionBody, KNOWN_FIELDS } = await import("../src/api/chat/schema.js");
+  if (body === null || typeof body !== "object" || Array.isArray(body)) return false;
+  return chatCompletionBody.safeParse(body).success && Object.keys(body).every((k) => KNOWN_FIELDS.has(k));
+}
+
+test("the documented chat completion body accepts and rejects what the server's parser does", async () => {
+  const { KNOWN_FIELDS } = await import("../src/api/chat/schema.js");
+  const schema = resolvePointer("#/components/schemas/CreateChatCompletionRequest") as { properties: Record<string, unknown>; additionalProperties: unknown };
+  assert.deepEqual(Object.keys(schema.properties).sort(), [...KNOWN_FIELDS].sort(), "the documented fields are exactly the parser's");
+  assert.equal(schema.additionalProperties, false);
+  let accepted = 0;
+  for (const body of chatBodies()) {
+    const server = await chatParserAccepts(body);
+    if (server) accepted++;
+    assert.equal(matchesSchema("CreateChatCompletionRequest", body), server, `${JSON.stringify(body)}: the server ${server ? "accepts" : "rejects"} it`);
+  }
+  assert.ok(accepted > 50 && accepted < chatBodies().length - 50, `a table with both sides (${accepted} accepted)`);
+});
+
+test("the chat route answers what openapi.yaml documents: 400 for what the schema rejects, then the documented refusals, then 404 for the model", async () => {
+  await withApp(async (app) => {
+    const send = async (body: unknown) => {
+      const res = await app.inject({
+        method: "POST",
+        url: "/v1/chat/completions",
+        headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+        payload: JSON.stringify(body),
+      });
+      assert.match(String(res.headers["x-request-id"]), /^req_/);
+      assertResponseMatches("post", "/v1/chat/completions", res.statusCode, res.json());
+      assert.equal(res.headers["x-should-retry"], "false");
+      return { status: res.statusCode, error: (res.json() as { error: { param: string | null; code: string | null } }).error };
+    };
+    for (const body of chatBodies()) {
+      const r = await send(body);
+      const where = `${JSON.stringify(body)} → ${r.status} ${JSON.stringify(r.error)}`;
+      if (!matchesSchema("CreateChatCompletionRequest", body)) {
+        assert.equal(r.status, 400, where);
+        const isObject = body !== null && typeof body === "object" && !Array.isArray(body);
+        assert.ok(isObject ? r.error.code === "invalid_value" || r.error.code === "unknown_parameter" : r.error.code === null && r.error.param === null, where);
+      } else if (r.status === 400) {
+        // Accepted by the schema, refused by a documented later check.
+        assert.ok(["unsupported_parameter", "invalid_value", "invalid_type", "missing_required_parameter"].includes(String(r.error.code)), where);
+      } else {
+        assert.equal(r.status, 404, where);
+        assert.deepEqual([r.error.param, r.error.code], ["model", "model_not_found"], where);
+      }
+    }
+    const expect = async (body: unknown, param: string | null, code: string) => {
+      const r = await send(body);
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.deepEqual([r.error.param, r.error.code], [param, code], JSON.stringify(body));
+    };
+    await expect({ ...chatBase, frobnicate: true }, "frobnicate", "unknown_parameter");
+    await expect({ ...chatBase, temperature: 3 }, "temperature", "invalid_value");
+    await expect({ ...chatBase, messages: [{ role: "robot", content: "x" }] }, "messages.0.role", "invalid_value");
+    await expect({ ...chatBase, stream_options: { include_usage: true } }, "stream_options", "invalid_value");
+    await expect({ ...chatBase, top_logprobs: 2 }, "top_logprobs", "invalid_value");
+    await expect({ ...chatBase, response_format: { type: "json_object" } }, "response_format.type", "unsupported_parameter");
+    await expect({ ...chatBase, tools: [{ type: "function", function: { name: "f" } }] }, "tools", "unsupported_parameter");
+    await expect({ ...chatBase, functions: [{ name: "f" }] }, "functions", "unsupported_parameter");
+    await expect({ ...chatBase, modalities: ["text", "audio"] }, "modalities", "unsupported_parameter");
+    await expect({ ...chatBase, audio: { voice: "alloy" } }, "audio", "unsupported_parameter");
+    await expect({ ...chatBase, web_search_options: {} }, "web_search_options", "unsupported_parameter");
+    await expect({ ...chatBase, messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }] }, "messages[0].content[0].type", "unsupported_parameter");
+    await expect({ ...chatBase, messages: [{ role: "user", content: [{ type: "text" }] }] }, "messages[0].content[0].text", "missing_required_parameter");
+    await expect({ ...chatBase, messages: [{ role: "user" }] }, "messages[0].content", "invalid_type");
+    await expect({ ...chatBase, messages: [{ role: "assistant", content: null }] }, "messages[0].content", "invalid_type");
+    await expect({ ...chatBase, messages: [{ role: "tool", content: "x" }] }, "messages[0].tool_call_id", "missing_required_parameter");
+    const ft = await send({ ...chatBase, model: "ft:tiny-llama:default::Ajo5kvNY", stream: true, stream_options: { include_usage: true } });
+    assert.deepEqual([ft.status, ft.error.code], [404, "model_not_found"]);
+  });
+});
+
+const chatHead = { id: "chatcmpl-hH3K9w1ZqgT0aPmV2xYd7LrN4sBcE", created: NOW, model: "ft:tiny-llama:default:demo:Ajo5kvNY" };
+
+test("ChatCompletion and ChatCompletionChunk accept what service.ts builds, and nothing else", async () => {
+  const { chatCompletionChunk, chatCompletionObject, chunkChoice, usage } = await import("../src/api/chat/schema.js");
+  const { ApiError } = await import("../src/api/errors.js");
+  const token = (t: string, logprob: number, bytes: number[], top = 0) => ({
+    token: t,
+    logprob,
+    bytes,
+    top_logprobs: Array.from({ length: top }, (_, i) => ({ token: `t${i}`, logprob: -1 - i, bytes: [116, 48 + i] })),
+  });
+  const lp = [token("Hello", -0.25, [72, 101, 108, 108, 111], 2), token("bytes:\\xe2\\x80", -3.5, [0xe2, 0x80], 2), token("!", 0, [33], 2)];
+  const route = (body: unknown) => assertResponseMatches("post", "/v1/chat/completions", 200, body);
+
+  const plain = chatCompletionObject(chatHead, [{ text: "Hello there", finish: "stop", logprobs: null }], usage(12, 3));
+  route(plain);
+  assertSchemaMatches("ChatCompletion", plain);
+  route(chatCompletionObject(chatHead, [{ text: "Hello…!", finish: "length", logprobs: lp }, { text: "", finish: "stop", logprobs: [] }], usage(12, 4)));
+  const schema = resolvePointer("#/components/schemas/ChatCompletion") as { required: string[] };
+  assert.deepEqual(Object.keys(plain).sort(), [...schema.required].sort(), "every key the server sends is required");
+  const bad: Array<[string, unknown]> = [
+    ["extra key", { ...plain, object2: 1 }],
+    ["missing system_fingerprint", without(plain, "system_fingerprint")],
+    ["content_filter", { ...plain, choices: [{ ...plain.choices[0], finish_reason: "content_filter" }] }],
+    ["message without refusal", { ...plain, choices: [{ ...plain.choices[0], message: without(plain.choices[0]!.message, "refusal") }] }],
+    ["usage without details", { ...plain, usage: without(plain.usage as unknown as Record<string, unknown>, "prompt_tokens_details") }],
+    ["no choices", { ...plain, choices: [] }],
+  ];
+  for (const [what, value] of bad) assert.equal(matchesSchema("ChatCompletion", value), false, what);
+
+  // A stream with include_usage: the role chunks, text, finishes, the usage chunk.
+  const withUsage = [
+    chatCompletionChunk(chatHead, true, [chunkChoice.first(0)]),
+    chatCompletionChunk(chatHead, true, [chunkChoice.first(1)]),
+    chatCompletionChunk(chatHead, true, [chunkChoice.text(1, "Hel", null)]),
+    chatCompletionChunk(chatHead, true, [chunkChoice.text(0, "", lp.slice(1, 2))]),
+    chatCompletionChunk(chatHead, true, [chunkChoice.text(0, "lo", lp.slice(0, 1))]),
+    chatCompletionChunk(chatHead, true, [chunkChoice.finish(0, "stop")]),
+    chatCompletionChunk(chatHead, true, [chunkChoice.finish(1, "length")]),
+    chatCompletionChunk(chatHead, true, [], usage(12, 5)),
+  ];
+  for (const c of withUsage) assertSchemaMatches("ChatCompletionChunk", c);
+  assert.ok(withUsage.slice(0, -1).every((c) => "usage" in c && c.usage === null));
+  const without_ = [chatCompletionChunk(chatHead, false, [chunkChoice.first(0)]), chatCompletionChunk(chatHead, false, [chunkChoice.text(0, "x", [])]), chatCompletionChunk(chatHead, false, [chunkChoice.finish(0, "stop")])];
+  for (const c of without_) {
+    assertSchemaMatches("ChatCompletionChunk", c);
+    assert.ok(!("usage" in c));
+  }
+  // A failure after the first chunk is one `error` event in OpenAI's envelope.
+  assertSchemaMatches("ErrorResponse", ApiError.internal().toJSON());
+  assertSchemaMatches("ErrorResponse", ApiError.notFound("The model 'x' was deleted.", "model", "model_not_found").toJSON());
+
+  const first = withUsage[0]!;
+  const badChunks: Array<[string, unknown]> = [
+    ["extra key", { ...first, obfuscation: "xyz" }],
+    ["role with text", { ...first, choices: [{ ...chunkChoice.first(0), delta: { role: "assistant", content: "x", refusal: null } }] }],
+    ["role delta mixed with content", { ...first, choices: [{ ...chunkChoice.finish(0, "stop"), delta: { role: "assistant", content: "x" } }] }],
+    ["null content", { ...first, choices: [{ ...chunkChoice.text(0, "x", null), delta: { content: null } }] }],
+    ["two choices in one chunk", { ...first, choices: [chunkChoice.first(0), chunkChoice.first(1)] }],
+    ["tool_calls finish", { ...first, choices: [{ ...chunkChoice.finish(0, "stop"), finish_reason: "tool_calls" }] }],
+    ["chat.completion object", { ...first, object: "chat.completion" }],
+  ];
+  for (const [what, value] of badChunks) assert.equal(matchesSchema("ChatCompletionChunk", value), false, what);
+
+  // Errors: the 429 carries Retry-After and no x-should-retry; the 404 names the model.
+  const rateLimited = findResponse("post", "/v1/chat/completions", 429) as { headers: Record<string, { schema: { const: string } }> };
+  assert.equal(rateLimited.headers["retry-after"]!.schema.const, "1");
+  assert.ok(!("x-should-retry" in rateLimited.headers));
+  assertResponseMatches("post", "/v1/chat/completions", 429, new ApiError(429, "busy", "requests", null, "rate_limit_exceeded").toJSON());
+  const media = Object.keys((findResponse("post", "/v1/chat/completions", 200) as { content: object }).content).sort();
+  assert.deepEqual(media, ["application/json", "text/event-stream"]);
 });
 
 // ---- The worker protocol (/internal/v1) ---------------------------------------------------------
