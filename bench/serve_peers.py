@@ -7,7 +7,8 @@
   hf MODEL_DIR --prompt-ids JSON --tokens N --threads T --repeats R
       transformers' generate on torch CPU (fp32, greedy, min_new_tokens = max_new_tokens so EOS
       cannot end early): one warm-up, then R timed runs. Prints a JSON line with each run's TTFT,
-      decode tokens/s and tokens, and this process's peak RSS.
+      decode tokens/s and tokens, and this process's peak RSS. --adapter DIR applies a PEFT adapter
+      (used to check the GGUF LoRA conversion against llama.cpp, not timed).
 
 GGUF LoRA layout (what llama.cpp's convert_lora_to_gguf.py writes and llama-adapter.cpp checks):
 general.type "adapter", adapter.type "lora", adapter.lora.alpha; per target tensor
@@ -116,6 +117,10 @@ def hf_generate(args) -> None:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter)
     model.eval()
     ids = torch.tensor([json.loads(args.prompt_ids)], dtype=torch.long)
 
@@ -149,9 +154,10 @@ def hf_generate(args) -> None:
         return {"ttftMs": (first - t0) * 1000, "decodeTps": (k - 1) / (last - first) if k > 1 else 0.0,
                 "tokens": k, "wallMs": (last - t0) * 1000, "ids": clock.tokens}
 
-    cfg_pad = model.generation_config.pad_token_id
+    gen_cfg = model.generation_config
+    cfg_pad = gen_cfg.pad_token_id
     if cfg_pad is None:
-        cfg_pad = model.generation_config.eos_token_id
+        cfg_pad = gen_cfg.eos_token_id
     if isinstance(cfg_pad, list):
         cfg_pad = cfg_pad[0]
     once(min(args.tokens, 16))  # warm-up
@@ -175,6 +181,7 @@ def main() -> None:
     h.add_argument("--tokens", type=int, default=128)
     h.add_argument("--threads", type=int, default=1)
     h.add_argument("--repeats", type=int, default=3)
+    h.add_argument("--adapter", help="a PEFT adapter folder to apply (the GGUF LoRA check)")
     args = ap.parse_args()
     if args.cmd == "adapters":
         make_adapters(args)
