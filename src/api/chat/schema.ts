@@ -91,3 +91,65 @@ export function usage(prompt: number, completion: number): Usage {
 }
 
 export const SYSTEM_FINGERPRINT = "fp_openft";
+
+export type FinishReason = "stop" | "length";
+
+/** What every response and chunk of one completion repeats. */
+export interface CompletionHead {
+  readonly id: string;
+  readonly created: number;
+  readonly model: string;
+}
+
+export interface CompletedChoice {
+  readonly text: string;
+  readonly finish: FinishReason;
+  /** null: the request had no logprobs. */
+  readonly logprobs: WireTokenLogprob[] | null;
+}
+
+/** The whole completion: the JSON response (`object: "chat.completion"`). */
+export function chatCompletionObject(head: CompletionHead, choices: readonly CompletedChoice[], u: Usage) {
+  return {
+    id: head.id,
+    object: "chat.completion" as const,
+    created: head.created,
+    model: head.model,
+    choices: choices.map((c, index) => ({
+      index,
+      message: { role: "assistant" as const, content: c.text, refusal: null, annotations: [] },
+      logprobs: c.logprobs === null ? null : { content: c.logprobs, refusal: null },
+      finish_reason: c.finish,
+    })),
+    usage: u,
+    service_tier: "default",
+    system_fingerprint: SYSTEM_FINGERPRINT,
+  };
+}
+
+/** The three kinds of choice update in a stream: the role first, then text, then the finish. */
+export const chunkChoice = {
+  first: (index: number) => ({ index, delta: { role: "assistant" as const, content: "", refusal: null }, logprobs: null, finish_reason: null }),
+  text: (index: number, content: string, logprobs: WireTokenLogprob[] | null) => ({
+    index,
+    delta: { content },
+    logprobs: logprobs === null ? null : { content: logprobs, refusal: null },
+    finish_reason: null,
+  }),
+  finish: (index: number, finish: FinishReason) => ({ index, delta: {}, logprobs: null, finish_reason: finish }),
+};
+
+/** One stream chunk (`object: "chat.completion.chunk"`). With include_usage every chunk has
+ *  `usage: null` but the last, which has `choices: []` and the usage; without it, no `usage` key. */
+export function chatCompletionChunk(head: CompletionHead, includeUsage: boolean, choices: object[], u?: Usage) {
+  return {
+    id: head.id,
+    object: "chat.completion.chunk",
+    created: head.created,
+    model: head.model,
+    service_tier: "default",
+    system_fingerprint: SYSTEM_FINGERPRINT,
+    choices,
+    ...(includeUsage ? { usage: u ?? null } : {}),
+  };
+}

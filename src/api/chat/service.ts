@@ -17,7 +17,7 @@ import type { SamplingParams } from "../../engine/serving/sampler.js";
 import type { BlobStore } from "../../storage/blob-store.js";
 import type { Db } from "../../storage/db.js";
 import { ApiError } from "../errors.js";
-import { KNOWN_FIELDS, SYSTEM_FINGERPRINT, usage, type ChatCompletionBody, type WireMessage, type WireTokenLogprob } from "./schema.js";
+import { KNOWN_FIELDS, chatCompletionChunk, chatCompletionObject, chunkChoice, usage, type ChatCompletionBody, type Usage, type WireMessage, type WireTokenLogprob } from "./schema.js";
 
 export interface ChatDeps {
   readonly db: Db;
@@ -179,43 +179,24 @@ export class ChatService {
   async complete(p: PreparedChat, signal: AbortSignal) {
     const logprobs: WireTokenLogprob[][] = Array.from({ length: p.n }, () => []);
     const result = await this.run(p, signal, (e) => logprobs[e.index]!.push(...this.wireLogprobs(p, e.logprobs)));
-    return {
-      id: p.id,
-      object: "chat.completion" as const,
-      created: p.created,
-      model: p.model,
-      choices: result.choices.map((c, index) => ({
-        index,
-        message: { role: "assistant" as const, content: c.text, refusal: null, annotations: [] },
-        logprobs: p.sampling.topLogprobs === null ? null : { content: logprobs[index]!, refusal: null },
-        finish_reason: c.finish,
-      })),
-      usage: usage(p.promptIds.length, result.completionTokens),
-      service_tier: "default",
-      system_fingerprint: SYSTEM_FINGERPRINT,
-    };
+    const choices = result.choices.map((c, index) => ({ text: c.text, finish: c.finish, logprobs: p.sampling.topLogprobs === null ? null : logprobs[index]! }));
+    return chatCompletionObject(p, choices, usage(p.promptIds.length, result.completionTokens));
   }
 
   /** The completion as chat.completion.chunk payloads, then "[DONE]". A failure after the first
    *  chunk becomes an `error` payload, which both SDKs raise as APIError. */
   async stream(p: PreparedChat, signal: AbortSignal, write: StreamWrite): Promise<void> {
-    const chunk = (choices: object[], extra: object = {}) => ({
-      id: p.id, object: "chat.completion.chunk", created: p.created, model: p.model,
-      service_tier: "default", system_fingerprint: SYSTEM_FINGERPRINT, choices,
-      ...(p.includeUsage ? { usage: null } : {}), ...extra,
-    });
-    for (let index = 0; index < p.n; index++) {
-      write(chunk([{ index, delta: { role: "assistant", content: "", refusal: null }, logprobs: null, finish_reason: null }]));
-    }
+    const chunk = (choices: object[], u?: Usage) => chatCompletionChunk(p, p.includeUsage, choices, u);
+    for (let index = 0; index < p.n; index++) write(chunk([chunkChoice.first(index)]));
     try {
       const result = await this.run(p, signal, (e) => {
         const lp = this.wireLogprobs(p, e.logprobs);
         if (e.delta !== "" || lp.length > 0) {
-          write(chunk([{ index: e.index, delta: { content: e.delta }, logprobs: p.sampling.topLogprobs === null ? null : { content: lp, refusal: null }, finish_reason: null }]));
+          write(chunk([chunkChoice.text(e.index, e.delta, p.sampling.topLogprobs === null ? null : lp)]));
         }
-        if (e.finish) write(chunk([{ index: e.index, delta: {}, logprobs: null, finish_reason: e.finish }]));
+        if (e.finish) write(chunk([chunkChoice.finish(e.index, e.finish)]));
       });
-      if (p.includeUsage) write(chunk([], { usage: usage(p.promptIds.length, result.completionTokens) }));
+      if (p.includeUsage) write(chunk([], usage(p.promptIds.length, result.completionTokens)));
       write("[DONE]");
     } catch (err) {
       if (signal.aborted && !(signal.reason instanceof ApiError)) return;
