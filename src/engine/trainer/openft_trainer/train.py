@@ -14,6 +14,7 @@ so resuming replays exactly the steps an uninterrupted run would take.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -61,8 +62,11 @@ def forward_stats(model, examples: list[data.Example], device) -> tuple[torch.Te
     keep = (targets != data.IGNORE).nonzero().squeeze(-1)
     if keep.numel() == 0:
         return None, 0, 0
+    # document boundaries for the per-document attention (model.packed_sdpa_forward); kept on the
+    # CPU so reading them needs no device sync
+    bounds = torch.tensor([0] + list(itertools.accumulate(e.n_tokens for e in examples)), dtype=torch.long)
     out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
-                logits_to_keep=keep)
+                logits_to_keep=keep, cu_seq_lens_q=bounds)
     logits = out.logits[0].float()
     wanted = targets[keep]
     loss_sum = F.cross_entropy(logits, wanted, reduction="sum")
