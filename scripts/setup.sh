@@ -39,9 +39,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 # torch is pinned (2.13.0, CPU build on machines without a GPU): an unpinned torch pulls CUDA.
-if ! stamp_ok venv requirements-dev.txt requirements-trainer.txt; then
-  echo "setup: installing Python requirements (test tools and the trainer's)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -r requirements-trainer.txt
-  stamp_write venv requirements-dev.txt requirements-trainer.txt
+# requirements-bench.txt: bench-only peers (TRL), installed in the same resolve so no pin moves.
+PY_REQS="requirements-dev.txt requirements-trainer.txt requirements-bench.txt"
+if ! stamp_ok venv $PY_REQS; then
+  echo "setup: installing Python requirements (test tools, the trainer's, the benches' peers)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check $(printf -- '-r %s ' $PY_REQS)
+  stamp_write venv $PY_REQS
 fi
 echo "setup: done ($ROOT)"
