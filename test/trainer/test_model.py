@@ -144,3 +144,21 @@ def test_flop_formula_matches_flop_counter(model_dirs, kind):
     layers = flops.flops_per_token(n_mat - lm_head, n_lora, n_layers, d_attn, t_ctx=T)
     assert layers == pytest.approx(stack / T, rel=0.10), (layers, stack / T)
     assert flops.causal_context([4, 2]) == pytest.approx((8 + 2) / 6)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen3"])
+def test_per_document_attention_matches_the_masked_eager_attention(model_dirs, kind):
+    """The default "sdpa" runs causal SDPA per packed document (model.packed_sdpa_forward, no mask);
+    it must give the numbers of transformers' eager attention with its block-diagonal mask."""
+    rows = addition_examples(3, seed=2)
+    examples = encoded(model_dirs(kind), rows)
+    stats = {}
+    for attn in ("sdpa", "eager"):
+        m = lora_model(model_dirs(kind), attn=attn).eval()
+        if attn == "sdpa":
+            assert m.config._attn_implementation == model_lib.PACKED_SDPA
+        with torch.no_grad():
+            stats[attn] = forward_stats(m, examples, "cpu")
+    (s_packed, n, c), (s_eager, n_e, c_e) = stats["sdpa"], stats["eager"]
+    assert n == n_e > 0 and c == c_e
+    assert float(s_packed) / n == pytest.approx(float(s_eager) / n, abs=1e-5)
