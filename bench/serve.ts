@@ -6,8 +6,8 @@
 //     fp32; bench/serve_peers.py).
 // (b) Eight concurrent streams: ours on eight different LoRA adapters vs. eight on one adapter,
 //     beside llama.cpp serving the eight fine-tunes (eight contexts, one LoRA each, generating
-//     concurrently) and, for context, llama.cpp's batching best case (eight sequences of one
-//     context, no adapter).
+//     concurrently) and, for context, ours on eight streams without adapters and llama.cpp's
+//     batching best case (eight sequences of one context, no adapter).
 // Memory per extra adapter: ours (RSS and runtime.memory().adapterBytes growth per adapter
 // loaded) and llama.cpp (RSS growth per LoRA context).
 //
@@ -58,7 +58,7 @@ const GOAL_SINGLE = 1; // ours one stream decode tok/s ≥ llama.cpp's
 const GOAL_MIXED = 0.9; // eight adapters ≥ 90% of eight on one
 const GOAL_FINETUNES = 3; // eight fine-tunes ≥ 3× llama.cpp's
 
-type Scenario = "open" | "single" | "distinct" | "same" | "memory" | "lora" | "batch";
+type Scenario = "open" | "single" | "distinct" | "same" | "base" | "memory" | "lora" | "batch";
 
 interface Spec {
   engine: "ours" | "llama";
@@ -140,7 +140,8 @@ async function childOurs(spec: Spec): Promise<ChildResult> {
     }
     const tokenizer = await loadChatTokenizer(MODEL_DIR);
     const keys: (string | null)[] =
-      spec.scenario === "single" ? [null] : Array.from({ length: spec.streams }, (_, i) => (spec.scenario === "distinct" ? `a${i}` : "a0"));
+      spec.scenario === "single" ? [null]
+        : Array.from({ length: spec.streams }, (_, i) => (spec.scenario === "distinct" ? `a${i}` : spec.scenario === "same" ? "a0" : null));
     for (const key of new Set(keys)) if (key !== null) await runtime.loadAdapter(key, spec.peft[Number(key.slice(1))]!);
     const scheduler = new Scheduler(runtime, Math.max(16, spec.streams));
     const sampling = {
@@ -335,6 +336,7 @@ async function main(): Promise<void> {
       if (ENGINES.has("ours")) {
         await run("ours", "distinct", threads);
         await run("ours", "same", threads);
+        await run("ours", "base", threads);
       }
       if (ENGINES.has("llama")) {
         const r = await run("llama", "lora", threads);
@@ -348,6 +350,7 @@ async function main(): Promise<void> {
       single: "1 stream, base",
       distinct: `${STREAMS} streams, ${STREAMS} adapters`,
       same: `${STREAMS} streams, 1 adapter`,
+      base: `${STREAMS} streams, no adapter`,
       lora: `${STREAMS} contexts, 1 LoRA each`,
       batch: `${STREAMS} seqs, 1 context, no LoRA`,
     };
