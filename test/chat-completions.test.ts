@@ -144,7 +144,9 @@ describe("fine-tuned models: trained by the real trainer, served together", () =
   const jobs: Record<string, string> = {};
 
   before(async () => {
-    server = await startServer({ env: { OPENFT_EMBEDDED_WORKER: "true", OPENFT_DEVICE: "cpu", OMP_NUM_THREADS: "1", OPENFT_SERVING_MODE: "fp32", OPENFT_SERVING_THREADS: "1" } });
+    // Two adapter slots for three fine-tuned models (two ft: models and a checkpoint): requests
+    // push each other's adapters out of the runtime's cache and must still be served right.
+    server = await startServer({ env: { OPENFT_EMBEDDED_WORKER: "true", OPENFT_DEVICE: "cpu", OMP_NUM_THREADS: "1", OPENFT_SERVING_MODE: "fp32", OPENFT_SERVING_THREADS: "1", OPENFT_SERVING_MAX_ADAPTERS: "2" } });
     await buildTinyModel("llama", path.join(server.env.OPENFT_MODELS_DIR!, "tiny-llama"));
     client = server.client();
     for (const word of ["banana", "cherry"]) {
@@ -182,8 +184,9 @@ describe("fine-tuned models: trained by the real trainer, served together", () =
     assert.equal(typeof r.choices[0]!.message.content, "string");
   });
 
-  test("concurrent requests on different adapters give the same tokens as one by one", async () => {
-    const models = [tuned.banana!, tuned.cherry!, "tiny-llama", tuned.banana!, tuned.cherry!, "tiny-llama"];
+  test("concurrent requests on different adapters give the same tokens as one by one, beyond the adapter cache", async () => {
+    const ckpt = (await client.fineTuning.jobs.checkpoints.list(jobs.cherry!)).data.at(-1)!.fine_tuned_model_checkpoint;
+    const models = [tuned.banana!, tuned.cherry!, "tiny-llama", ckpt, tuned.banana!, tuned.cherry!, ckpt, "tiny-llama"];
     const alone: string[] = [];
     for (const m of models) alone.push((await ask(m)).choices[0]!.message.content!);
     const together = await Promise.all(models.map(async (m) => (await ask(m)).choices[0]!.message.content!));

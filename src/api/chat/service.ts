@@ -40,6 +40,7 @@ export interface PreparedChat {
   readonly tokenizer: ChatTokenizer;
   readonly promptIds: number[];
   readonly adapter: string | null;
+  readonly adapterDir: string | undefined;
   readonly n: number;
   readonly maxTokens: number;
   readonly stops: string[];
@@ -150,7 +151,8 @@ export class ChatService {
       if (id >= vocab) throw ApiError.badRequest(`Invalid key in 'logit_bias': ${k} is not a token id of this model (vocabulary of ${vocab}).`, "logit_bias", "invalid_value");
       logitBias.set(id, v);
     }
-    if (adapter) await served.runtime.loadAdapter(adapter.key, await this.unpack(adapter));
+    const adapterDir = adapter ? await this.unpack(adapter) : undefined;
+    if (adapter) await served.runtime.loadAdapter(adapter.key, adapterDir!);
     return {
       id: newId.chatCompletion(),
       created: nowSeconds(),
@@ -159,6 +161,7 @@ export class ChatService {
       tokenizer,
       promptIds,
       adapter: adapter?.key ?? null,
+      adapterDir,
       n: body.n ?? 1,
       maxTokens: requested ?? context - promptIds.length,
       stops: body.stop === null || body.stop === undefined ? [] : [body.stop].flat(),
@@ -223,7 +226,7 @@ export class ChatService {
     this.active.set(p.model, set);
     try {
       return await p.served.scheduler.generate({
-        promptIds: p.promptIds, adapter: p.adapter, n: p.n, maxTokens: p.maxTokens,
+        promptIds: p.promptIds, adapter: p.adapter, ...(p.adapterDir ? { adapterDir: p.adapterDir } : {}), n: p.n, maxTokens: p.maxTokens,
         stopTokenIds: p.tokenizer.stopTokenIds, stops: p.stops, sampling: p.sampling, seed: p.seed,
         decoder: p.tokenizer, signal: own.signal, onEvent,
       });

@@ -9,6 +9,7 @@ export interface StepRuntime {
   readonly contextLength: number;
   step(items: { seq: number; tokens: Int32Array; adapter: string | null }[]): Promise<Float32Array[]>;
   fork(src: number, dst: number): Promise<void>;
+  loadAdapter(key: string, dir: string): Promise<void>;
   free(seq: number): void;
 }
 
@@ -32,6 +33,10 @@ export interface GeneratedToken {
 export interface GenerationRequest {
   readonly promptIds: readonly number[];
   readonly adapter: string | null;
+  /** The adapter's folder. When given, the adapter is (re)loaded before every step that uses it:
+   *  the runtime keeps a bounded LRU of adapters, and requests waiting for their turn may have
+   *  pushed this one out since it was first loaded. */
+  readonly adapterDir?: string;
   readonly n: number;
   /** Most tokens per choice; the context length caps it as well. */
   readonly maxTokens: number;
@@ -114,6 +119,8 @@ export class Scheduler {
     if (this.looping) return;
     this.looping = true;
     try {
+      // stepOnce settles (drops finished and failed requests) on every path, so this ends as
+      // soon as nothing is left; it never spins on requests that can make no progress.
       while (this.waiting.length > 0 || this.running.length > 0) await this.stepOnce();
     } finally {
       this.looping = false;
@@ -153,14 +160,40 @@ export class Scheduler {
         owners.push({ p, choice: c });
       }
     }
-    if (items.length === 0) return;
+    await this.reloadAdapters(owners.map((o) => o.p));
+    const live = owners.map((o, i) => ({ ...o, item: items[i]! })).filter((o) => !o.p.done);
+    if (live.length === 0) return this.settle();
     let logits: Float32Array[];
     try {
-      logits = await this.runtime.step(items);
+      logits = await this.runtime.step(live.map((o) => o.item));
     } catch (err) {
-      for (const { p } of owners) this.fail(p, err);
-      return;
+      for (const { p } of live) this.fail(p, err);
+      return this.settle();
     }
+    await this.consume(live, logits);
+    this.settle();
+  }
+
+  /** Loads again each adapter of this step that the runtime's LRU may have dropped; a request
+   *  whose adapter cannot be loaded (its model was deleted meanwhile) fails alone. */
+  private async reloadAdapters(ps: Pending[]): Promise<void> {
+    const byKey = new Map<string, { dir: string; ps: Set<Pending> }>();
+    for (const p of ps) {
+      if (p.req.adapter === null || !p.req.adapterDir || p.done) continue;
+      const entry = byKey.get(p.req.adapter) ?? { dir: p.req.adapterDir, ps: new Set<Pending>() };
+      entry.ps.add(p);
+      byKey.set(p.req.adapter, entry);
+    }
+    for (const [key, { dir, ps: users }] of byKey) {
+      try {
+        await this.runtime.loadAdapter(key, dir);
+      } catch (err) {
+        for (const p of users) this.fail(p, err);
+      }
+    }
+  }
+
+  private async consume(owners: { p: Pending; choice: Choice | null }[], logits: Float32Array[]): Promise<void> {
     for (let i = 0; i < owners.length; i++) {
       const { p, choice } = owners[i]!;
       if (p.done) continue;
@@ -180,7 +213,6 @@ export class Scheduler {
       p.prefilled = true;
       for (const c of p.choices) this.advance(p, c, logits[i]!);
     }
-    this.settle();
   }
 
   /** Samples the choice's next token from logits and reports what it adds. */
