@@ -151,8 +151,9 @@ export class ChatService {
       if (id >= vocab) throw ApiError.badRequest(`Invalid key in 'logit_bias': ${k} is not a token id of this model (vocabulary of ${vocab}).`, "logit_bias", "invalid_value");
       logitBias.set(id, v);
     }
+    // Only unpacked here: the scheduler loads adapters right before the steps that use them, so a
+    // request still waiting for its turn cannot push a running request's adapter out of the cache.
     const adapterDir = adapter ? await this.unpack(adapter) : undefined;
-    if (adapter) await served.runtime.loadAdapter(adapter.key, adapterDir!);
     return {
       id: newId.chatCompletion(),
       created: nowSeconds(),
