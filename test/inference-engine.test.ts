@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
+import { dequantizeInt4, quantizeInt4 } from "../src/engine/inference/quant.js";
 import { openRuntime, type ModelRuntime } from "../src/engine/inference/runtime.js";
 import { projectRoot } from "../src/project-root.js";
 
@@ -256,3 +257,43 @@ async function writeSafetensors(file: string, tensors: Record<string, number[]>)
   len.writeBigUInt64LE(BigInt(json.length));
   await writeFile(file, Buffer.concat([len, json, Buffer.alloc(offset, 0x3c)]));
 }
+
+describe("int4 quantizer", () => {
+  const rng = (seed: number) => () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+
+  test("reproduces weights that lie on a min..max 16-level grid (Q4_1-style blocks) exactly", () => {
+    const r = rng(1);
+    const n = 8;
+    const k = 64;
+    const w = new Float32Array(n * k);
+    for (let b = 0; b < (n * k) / 32; b++) {
+      const d = 0.01 + r() * 0.02;
+      const m = -d * 3; // zero point 3: an offset the symmetric grid cannot represent
+      for (let i = 0; i < 32; i++) w[b * 32 + i] = Math.fround(m + d * (i % 16));
+    }
+    const back = dequantizeInt4(quantizeInt4(w, n, k), n, k);
+    for (let i = 0; i < w.length; i++) assert.ok(Math.abs(back[i]! - w[i]!) < 1e-6, `weight ${i}: ${back[i]} vs ${w[i]}`);
+  });
+
+  test("is never worse than the symmetric grid, block by block, and pads a partial block", () => {
+    const r = rng(2);
+    const n = 16;
+    const k = 80; // 2.5 blocks
+    const w = Float32Array.from({ length: n * k }, () => (r() - 0.3) * 0.2);
+    const q = quantizeInt4(w, n, k);
+    assert.equal(q.kBlocks, 3);
+    assert.equal(q.zeroPoints.length, n * 2);
+    const back = dequantizeInt4(q, n, k);
+    for (let row = 0; row < n; row++) {
+      for (let b = 0; b < 3; b++) {
+        const idx = Array.from({ length: Math.min(32, k - b * 32) }, (_, i) => row * k + b * 32 + i);
+        let max = 0;
+        for (const i of idx) if (Math.abs(w[i]!) > Math.abs(max)) max = w[i]!;
+        const s = Math.fround(max / -8);
+        const symErr = idx.reduce((e, i) => e + (w[i]! - s * (Math.min(15, Math.max(0, Math.floor(w[i]! / s + 0.5) + 8)) - 8)) ** 2, 0);
+        const err = idx.reduce((e, i) => e + (w[i]! - back[i]!) ** 2, 0);
+        assert.ok(err <= symErr * (1 + 1e-9) + 1e-12, `row ${row} block ${b}: ${err} > symmetric ${symErr}`);
+      }
+    }
+  });
+});

@@ -33,16 +33,56 @@ def make_adapter(base: str, out: str, r: int, alpha: int, rslora: bool, targets:
 
 
 def dequantized_int4(w: torch.Tensor) -> torch.Tensor:
-    """The engine's MatMulNBits weights, dequantized: blocks of 32 along `in`, the largest-magnitude
-    value of each block maps to -8, zero point 8 (src/engine/inference/quant.ts)."""
+    """The engine's MatMulNBits weights, dequantized (src/engine/inference/quant.ts, same arithmetic
+    in float64): blocks of 32 along `in`; per block the better of the symmetric grid (largest
+    magnitude -> -8, zero point 8) and the asymmetric one (min..max over 16 levels, zero point
+    rounded, scale refitted by least squares); scales stored as float32; round half up."""
+    import numpy as np
+
     out_dim, in_dim = w.shape
     pad = (-in_dim) % 32
-    wb = torch.nn.functional.pad(w, (0, pad)).reshape(out_dim, -1, 32)
-    idx = wb.abs().argmax(dim=-1, keepdim=True)
-    scale = torch.gather(wb, -1, idx) / -8
-    inv = torch.where(scale == 0, torch.zeros_like(scale), 1 / scale)
-    q = torch.clamp(torch.round(wb * inv) + 8, 0, 15)
-    return ((q - 8) * scale).reshape(out_dim, -1)[:, :in_dim]
+    x = torch.nn.functional.pad(w.double(), (0, pad)).reshape(out_dim, -1, 32).numpy()
+    valid = np.zeros(x.shape[-1] * x.shape[1], dtype=bool)
+    valid[:in_dim] = True
+    valid = valid.reshape(1, -1, 32)
+    rnd = lambda a: np.floor(a + 0.5)  # noqa: E731
+
+    def fit(scale, zero):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.where(scale == 0, 0.0, 1.0 / scale)
+        q = np.clip(rnd(x * inv) + zero, 0, 15)
+        deq = scale.astype(np.float32).astype(np.float64) * (q - zero)
+        err = np.where(valid, (x - deq) ** 2, 0.0).sum(-1, keepdims=True)
+        return q, err
+
+    big = np.where(valid, np.abs(x), -1.0)
+    idx = big.argmax(-1)[..., None]
+    scale = np.take_along_axis(x, idx, -1) / -8
+    zero = np.full_like(scale, 8.0)
+    q, err = fit(scale, zero)
+    lo = np.where(valid, x, np.inf).min(-1, keepdims=True)
+    hi = np.where(valid, x, -np.inf).max(-1, keepdims=True)
+    ok = hi > lo
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s0 = np.where(ok, (hi - lo) / 15, 1.0)
+        z0 = np.clip(rnd(-lo / s0), 0, 15)
+    qb, eb = fit(s0, z0)
+    d = np.where(valid, qb - z0, 0.0)
+    num = (x * d).sum(-1, keepdims=True)
+    den = (d * d).sum(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s1 = np.where(den > 0, num / den, 0.0)
+    q1, e1 = fit(s1, z0)
+    refit = (den > 0) & (s1 > 0) & (e1 < eb)
+    sb = np.where(refit, s1, s0)
+    qb = np.where(refit, q1, qb)
+    eb = np.where(refit, e1, eb)
+    take = ok & (eb < err)
+    scale = np.where(take, sb, scale)
+    zero = np.where(take, z0, zero)
+    q = np.where(take, qb, q)
+    deq = scale.astype(np.float32).astype(np.float64) * (q - zero)
+    return torch.from_numpy(deq.reshape(out_dim, -1)[:, :in_dim]).to(w.dtype)
 
 
 def quantize_model(m) -> None:

@@ -7,6 +7,8 @@
 //          lora.{l}.{proj}.A f32 (LB,in,r) and lora.{l}.{proj}.B f32 (LB,r,out).
 // Outputs: logits f32 (B,V) at each row's logits_idx; new_k.{l}/new_v.{l} f32 (B,S,KVN*D), the
 //          rotated keys and the values of the new tokens, which the engine appends to its cache.
+// Projections that read the same input (q/k/v, gate/up) share one weight matrix (concatenated along
+// `out`, then Split); LoRA stays per projection. int4 weights carry zero points (quant.ts).
 import { DataType, type InitializerSpec, type NodeSpec, type ValueInfoSpec, type AttrValue } from "./onnx-proto.js";
 import type { ModelConfig } from "./model-config.js";
 import { ropeCaches } from "./model-config.js";
@@ -62,6 +64,14 @@ export class GraphBuilder {
     return outputs;
   }
 
+  /** Gives the value `from` (not consumed yet) the name `to`, e.g. a graph output's. */
+  private rename(from: string, to: string): string {
+    const node = this.nodes.findLast((n) => n.outputs.includes(from));
+    if (!node || this.nodes.some((n) => n.inputs.includes(from))) throw new Error(`cannot rename ${from}`);
+    node.outputs[node.outputs.indexOf(from)] = to;
+    return to;
+  }
+
   private one(op: string, inputs: string[], attrs?: Record<string, AttrValue>, domain?: string): string {
     return this.op(op, inputs, attrs, { domain })[0]!;
   }
@@ -93,26 +103,55 @@ export class GraphBuilder {
     return name;
   }
 
-  /** x @ W^T (+ bias) (+ x @ A @ B for this layer's LoRA inputs). */
-  private async linear(x: string, l: number, proj: Projection): Promise<string> {
-    const [inDim, outDim] = projectionDims(this.cfg, proj);
-    const module = hfModuleName(l, proj);
-    const w = await this.read(`${module}.weight`, [outDim, inDim]);
+  /** The int4 weight of one matrix [outDim, inDim] as MatMulNBits' B, scales and zero points. */
+  private async int4(name: string, w: Float32Array, outDim: number, inDim: number): Promise<string[]> {
+    const q = quantizeInt4(w, outDim, inDim);
+    return [
+      await this.external(`${name}.q4`, DataType.UINT8, [outDim, q.kBlocks, BLOCK / 2], q.packed),
+      await this.external(`${name}.scales`, DataType.FLOAT, [outDim * q.kBlocks], q.scales),
+      await this.external(`${name}.zp`, DataType.UINT8, [q.zeroPoints.length], q.zeroPoints),
+    ];
+  }
+
+  /**
+   * x @ W^T (+ bias) (+ x @ A @ B for this layer's LoRA inputs) for projections that share their
+   * input x: their weights are concatenated into one MatMulNBits (or MatMul), whose output is split
+   * again, because one kernel call over the wider N costs much less than several small ones.
+   */
+  private async linear(x: string, l: number, projs: Projection[]): Promise<string[]> {
+    const inDim = projectionDims(this.cfg, projs[0]!)[0];
+    const outDims = projs.map((p) => projectionDims(this.cfg, p)[1]);
+    const N = outDims.reduce((a, b) => a + b, 0);
+    const name = projs.length === 1 ? hfModuleName(l, projs[0]!) : `model.layers.${l}.${projs.join("_")}`;
+    const w = new Float32Array(N * inDim);
+    let row = 0;
+    for (const [i, p] of projs.entries()) {
+      w.set(await this.read(`${hfModuleName(l, p)}.weight`, [outDims[i]!, inDim]), row * inDim);
+      row += outDims[i]!;
+    }
     let y: string;
     if (this.mode === "fp32") {
-      y = this.one("MatMul", [x, await this.external(`${module}.w`, DataType.FLOAT, [inDim, outDim], transpose(w, outDim, inDim))]);
+      y = this.one("MatMul", [x, await this.external(`${name}.w`, DataType.FLOAT, [inDim, N], transpose(w, N, inDim))]);
     } else {
-      const q = quantizeInt4(w, outDim, inDim);
-      const packed = await this.external(`${module}.q4`, DataType.UINT8, [outDim, q.kBlocks, BLOCK / 2], q.packed);
-      const scales = await this.external(`${module}.scales`, DataType.FLOAT, [outDim * q.kBlocks], q.scales);
-      y = this.one("MatMulNBits", [x, packed, scales], { K: inDim, N: outDim, bits: 4, block_size: BLOCK, accuracy_level: 4 }, "com.microsoft");
+      y = this.one("MatMulNBits", [x, ...(await this.int4(name, w, N, inDim))], { K: inDim, N, bits: 4, block_size: BLOCK, accuracy_level: 4 }, "com.microsoft");
     }
-    if (this.has(`${module}.bias`)) {
-      y = this.one("Add", [y, await this.external(`${module}.b`, DataType.FLOAT, [outDim], await this.read(`${module}.bias`, [outDim]))]);
+    const biased = projs.map((p) => this.has(`${hfModuleName(l, p)}.bias`));
+    if (biased.some(Boolean)) {
+      const bias = new Float32Array(N);
+      let at = 0;
+      for (const [i, p] of projs.entries()) {
+        if (biased[i]) bias.set(await this.read(`${hfModuleName(l, p)}.bias`, [outDims[i]!]), at);
+        at += outDims[i]!;
+      }
+      y = this.one("Add", [y, await this.external(`${name}.b`, DataType.FLOAT, [N], bias)]);
     }
-    const a = this.input(`lora.${l}.${proj}.A`, DataType.FLOAT, [`lb.${l}.${proj}`, inDim, `r.${l}.${proj}`]);
-    const b = this.input(`lora.${l}.${proj}.B`, DataType.FLOAT, [`lb.${l}.${proj}`, `r.${l}.${proj}`, outDim]);
-    return this.one("Add", [y, this.one("MatMul", [this.one("MatMul", [x, a]), b])]);
+    const parts = projs.length === 1 ? [y] : this.op("Split", [y, this.constInt64(`${name}.split`, outDims)], { axis: -1 }, { outputs: projs.length });
+    return projs.map((p, i) => {
+      const [pin, pout] = projectionDims(this.cfg, p);
+      const a = this.input(`lora.${l}.${p}.A`, DataType.FLOAT, [`lb.${l}.${p}`, pin, `r.${l}.${p}`]);
+      const b = this.input(`lora.${l}.${p}.B`, DataType.FLOAT, [`lb.${l}.${p}`, `r.${l}.${p}`, pout]);
+      return this.one("Add", [parts[i]!, this.one("MatMul", [this.one("MatMul", [x, a]), b])]);
+    });
   }
 
   private async norm(x: string, weight: string, dim: number): Promise<string> {
@@ -141,17 +180,16 @@ export class GraphBuilder {
   private async attention(x: string, l: number, cos: string, sin: string): Promise<string> {
     const { cfg } = this;
     const prefix = `model.layers.${l}.self_attn`;
-    let q = await this.linear(x, l, "q");
-    let k = await this.linear(x, l, "k");
-    const v = await this.linear(x, l, "v");
+    let [q, k, v] = (await this.linear(x, l, ["q", "k", "v"])) as [string, string, string];
     if (this.has(`${prefix}.q_norm.weight`)) {
       q = await this.headNorm(q, `${prefix}.q_norm.weight`, cfg.heads);
       k = await this.headNorm(k, `${prefix}.k_norm.weight`, cfg.kvHeads);
     }
     q = this.one("RotaryEmbedding", [q, "position_ids", cos, sin], { num_heads: cfg.heads, interleaved: 0 }, "com.microsoft");
-    k = this.one("RotaryEmbedding", [k, "position_ids", cos, sin], { num_heads: cfg.kvHeads, interleaved: 0 }, "com.microsoft");
-    this.nodes.push({ op: "Identity", inputs: [k], outputs: [`new_k.${l}`], name: `/new_k.${l}` });
-    this.nodes.push({ op: "Identity", inputs: [v], outputs: [`new_v.${l}`], name: `/new_v.${l}` });
+    // The rotated keys and the values are graph outputs under their own names (no Identity nodes).
+    this.nodes.push({ op: "RotaryEmbedding", inputs: [k, "position_ids", cos, sin], outputs: [`new_k.${l}`], name: `/rotary_k.${l}`, domain: "com.microsoft", attrs: { num_heads: cfg.kvHeads, interleaved: 0 } });
+    k = `new_k.${l}`;
+    v = this.rename(v, `new_v.${l}`);
     const kvDim = cfg.kvHeads * cfg.headDim;
     this.outputs.push({ name: `new_k.${l}`, type: DataType.FLOAT, dims: ["batch", "seq", kvDim] });
     this.outputs.push({ name: `new_v.${l}`, type: DataType.FLOAT, dims: ["batch", "seq", kvDim] });
@@ -160,14 +198,13 @@ export class GraphBuilder {
     const pv = this.input(`past_value.${l}`, DataType.FLOAT, pastDims);
     const [attn] = this.op("GroupQueryAttention", [q, k, v, pk, pv, "seqlens_k", "total_sequence_length"],
       { num_heads: cfg.heads, kv_num_heads: cfg.kvHeads, do_rotary: 0 }, { domain: "com.microsoft", outputs: 3 });
-    return this.linear(attn!, l, "o");
+    return (await this.linear(attn!, l, ["o"]))[0]!;
   }
 
   private async mlp(x: string, l: number): Promise<string> {
-    const gate = await this.linear(x, l, "gate");
-    const up = await this.linear(x, l, "up");
+    const [gate, up] = (await this.linear(x, l, ["gate", "up"])) as [string, string];
     const silu = this.one("Mul", [gate, this.one("Sigmoid", [gate])]);
-    return this.linear(this.one("Mul", [silu, up]), l, "down");
+    return (await this.linear(this.one("Mul", [silu, up]), l, ["down"]))[0]!;
   }
 
   async build(): Promise<void> {
@@ -207,11 +244,8 @@ export class GraphBuilder {
       logits = this.one("Gemm", [last, w], { transB: 1 });
     } else {
       const w = tied ? embedW : await this.read("lm_head.weight", [cfg.vocab, cfg.hidden]);
-      const q = quantizeInt4(w, cfg.vocab, cfg.hidden);
-      const packed = await this.external("lm_head.q4", DataType.UINT8, [cfg.vocab, q.kBlocks, BLOCK / 2], q.packed);
-      const scales = await this.external("lm_head.scales", DataType.FLOAT, [cfg.vocab * q.kBlocks], q.scales);
-      logits = this.one("MatMulNBits", [last, packed, scales], { K: cfg.hidden, N: cfg.vocab, bits: 4, block_size: BLOCK, accuracy_level: 4 }, "com.microsoft");
+      logits = this.one("MatMulNBits", [last, ...(await this.int4("lm_head", w, cfg.vocab, cfg.hidden))], { K: cfg.hidden, N: cfg.vocab, bits: 4, block_size: BLOCK, accuracy_level: 4 }, "com.microsoft");
     }
-    this.nodes.push({ op: "Identity", inputs: [logits], outputs: ["logits"], name: "/logits" });
+    this.rename(logits, "logits");
   }
 }
