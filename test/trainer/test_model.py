@@ -12,9 +12,11 @@ from openft_trainer import data, flops, model as model_lib
 from openft_trainer.train import forward_stats
 
 
-def lora_model(model_dir, quantization="none", attn="sdpa"):
+def lora_model(model_dir, quantization="none", attn="sdpa", dtype=torch.float32):
+    # fp32 (the exact path) unless asked: the checks below compare numbers to 1e-5
     torch.manual_seed(0)
-    base = model_lib.load_base(str(model_dir), torch.device("cpu"), quantization, attn_implementation=attn)
+    base = model_lib.load_base(str(model_dir), torch.device("cpu"), quantization, attn_implementation=attn,
+                               dtype=dtype)
     m = model_lib.add_lora(base, rank=8, alpha=16, dropout=0.0)
     # a non-zero adapter (lora_B starts at 0), so the check covers the LoRA path too
     with torch.no_grad():
@@ -50,7 +52,9 @@ def test_packed_loss_equals_separate_examples(model_dirs, kind):
 def overfit_run(model_dirs, tmp_path_factory):
     d = tmp_path_factory.mktemp("overfit")
     train = write_jsonl(d / "train.jsonl", addition_examples(2, seed=3))
-    spec = make_spec(model_dirs("llama"), train, d / "out", hyperparameters={"n_epochs": 6, "batch_size": 2})
+    # fp32: test_saved_adapter_loads_with_peft_and_matches compares logits bit for bit
+    spec = make_spec(model_dirs("llama"), train, d / "out", hyperparameters={"n_epochs": 6, "batch_size": 2},
+                     dtype="float32")
     return run_in_process(spec)
 
 

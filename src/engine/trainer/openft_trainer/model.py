@@ -1,10 +1,15 @@
 """Loading the base model and tokenizer offline, and wrapping the model with LoRA or QLoRA.
 
-Precision: on CUDA the base weights are bf16; on the CPU fp32 (exact, and the tiny CI models are
-cheap either way). QLoRA ("nf4") keeps the frozen linear weights in bitsandbytes 4-bit NF4 with
-double quantization and bf16 compute on both devices (bitsandbytes >= 0.47 runs this on the CPU);
-peft's prepare_model_for_kbit_training upcasts the remaining small weights to fp32. LoRA weights are
-fp32 everywhere (peft's autocast_adapter_dtype), so a saved adapter reloads bit-for-bit.
+Precision (spec "dtype", see resolve_dtype): "auto" keeps the frozen base weights in bf16 on CUDA
+and on a CPU with native bf16 dot products (x86 avx512_bf16 or AMX, where bf16 matmuls run about
+twice as fast as fp32); elsewhere, or with "float32", they are fp32 (the exact path). A bf16 base on
+the CPU always runs its forward under bf16 autocast (load_base wraps it), so the LoRA matmuls run in
+bf16 too, while the LoRA weights, their gradients and the optimizer state stay fp32 and the loss is
+taken in fp32 (mixed-precision training as on a GPU). QLoRA ("nf4") keeps the frozen linear weights
+in bitsandbytes 4-bit NF4 with double quantization and bf16 compute on both devices (bitsandbytes >=
+0.47 runs this on the CPU); peft's prepare_model_for_kbit_training upcasts the remaining small
+weights to fp32. LoRA weights are fp32 everywhere (peft's autocast_adapter_dtype), so a saved
+adapter reloads bit-for-bit. On the CPU the LoRA dropout is FastDropout.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 
+import numpy as np
 import torch
 
 from .errors import TrainerError
@@ -82,6 +88,58 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (x86 avx512_bf16 or AMX tiles). Without it oneDNN
+    emulates bf16 matmuls with conversions, no faster than fp32."""
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        try:
+            if getattr(cpu, probe)():
+                return True
+        except Exception:  # an older torch without the probe
+            pass
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False
+
+
+def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """The frozen base weights' dtype: "float32"/"fp32", "bfloat16"/"bf16", or "auto" (bf16 on CUDA
+    and on a CPU with native bf16, fp32 otherwise)."""
+    if requested in DTYPES:
+        return DTYPES[requested]
+    if requested != "auto":
+        raise TrainerError("invalid_spec", f"'dtype' must be 'auto', 'float32' or 'bfloat16', got {requested!r}")
+    if device.type == "cuda" or cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+class FastDropout(torch.nn.Dropout):
+    """nn.Dropout for the LoRA inputs on the CPU, where torch's bernoulli_ (one Mersenne-Twister
+    draw per element, through a slow path) plus the masking took about a tenth of a training step
+    on SmolLM2. Here the mask comes from 16-bit uniforms: a PCG64 stream (numpy; 64 bits per draw,
+    so four mask elements each), seeded per call from the torch RNG, so a seeded or resumed run
+    replays the same masks. Keep probability 1 - p to within 2^-17 (p rounded to a multiple of
+    2^-16); kept values are scaled by 1/(1-p) as nn.Dropout does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu" or self.p >= 1:
+            return super().forward(x)
+        n = x.numel()
+        seed = int(torch.randint(0, 2**62, (1,)))
+        raw = np.random.PCG64(seed).random_raw((n + 3) // 4)
+        bits = torch.from_numpy(raw.view(np.int16)[:n]).view(x.shape)
+        keep = bits >= -32768 + round(self.p * 65536)  # int16: uniform over [-32768, 32767]
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
 def load_tokenizer(base_model_dir: str):
     from transformers import AutoTokenizer
 
@@ -125,7 +183,8 @@ def _quantization_config():
 
 
 def load_base(base_model_dir: str, device: torch.device, quantization: str, attn_implementation: str = "sdpa",
-              gradient_checkpointing: bool = False):
+              gradient_checkpointing: bool = False, dtype: torch.dtype | None = None):
+    """dtype: the frozen weights' dtype (None: resolve_dtype("auto")); ignored for "nf4"."""
     from transformers import AutoModelForCausalLM
 
     if attn_implementation == "sdpa" and not uses_sliding_window(load_config(base_model_dir)):
@@ -135,7 +194,8 @@ def load_base(base_model_dir: str, device: torch.device, quantization: str, attn
     if quantization == "nf4":
         kwargs.update(quantization_config=_quantization_config(), dtype=torch.bfloat16)
     else:
-        kwargs["dtype"] = torch.bfloat16 if device.type == "cuda" else torch.float32
+        dtype = dtype or resolve_dtype("auto", device)
+        kwargs["dtype"] = dtype
     try:
         model = AutoModelForCausalLM.from_pretrained(base_model_dir, **kwargs)
     except TrainerError:
@@ -153,6 +213,11 @@ def load_base(base_model_dir: str, device: torch.device, quantization: str, attn
             p.requires_grad_(False)
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if dtype == torch.bfloat16 and device.type == "cpu":
+            # every forward of this model (training, evaluation, peft, generate) under bf16 autocast;
+            # backward needs none; the loss is taken in fp32 from the returned logits
+            model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)
+            model.openft_autocast_dtype = torch.bfloat16
     return model
 
 
@@ -171,12 +236,31 @@ def add_lora(model, rank: int, alpha: float, dropout: float, adapter_dir: str | 
         if not os.path.isfile(os.path.join(adapter_dir, "adapter_config.json")):
             raise TrainerError("model_load_failed", f"{adapter_dir} holds no adapter_config.json")
         try:
-            return PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+            peft_model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
         except Exception as e:
             raise TrainerError("model_load_failed", f"cannot load the adapter in {adapter_dir}: {e}") from e
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_targets(model),
-                        bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    else:
+        config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_targets(model),
+                            bias="none", task_type="CAUSAL_LM")
+        peft_model = get_peft_model(model, config)
+    _tune_lora_layers(peft_model, autocast=getattr(model, "openft_autocast_dtype", None) is not None)
+    return peft_model
+
+
+def _tune_lora_layers(peft_model, autocast: bool) -> None:
+    """CPU: FastDropout instead of nn.Dropout on the LoRA inputs. Under bf16 autocast: no cast of
+    the bf16 layer input to the fp32 LoRA weights' dtype (autocast runs the LoRA matmuls in bf16
+    anyway, so that copy would be wasted)."""
+    for module in peft_model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if not isinstance(dropouts, torch.nn.ModuleDict):
+            continue
+        if autocast:
+            module.cast_input_dtype_enabled = False
+        for name, d in list(dropouts.items()):
+            weight = getattr(module.lora_A[name], "weight", None) if name in module.lora_A else None
+            if type(d) is torch.nn.Dropout and d.p > 0 and weight is not None and weight.device.type == "cpu":
+                dropouts[name] = FastDropout(d.p)
 
 
 def trainable_parameters(model) -> list[torch.nn.Parameter]:

@@ -15,20 +15,25 @@
   # optional tuning knobs:
   "max_batch_tokens": 16384,                     # tokens per packed forward (micro-batch); default 16384
   "gradient_checkpointing": false,
-  "attn_implementation": "sdpa"
+  "attn_implementation": "sdpa",
+  "dtype": "auto"                                # frozen base weights: "auto"|"float32"|"bfloat16"
 }
-A hyperparameter that is missing or "auto" takes the default above. The learning rate is
+A hyperparameter that is missing or "auto" takes the default above. "dtype" missing or null takes
+$OPENFT_TRAIN_DTYPE, else "auto": bf16 on CUDA and on a CPU with native bf16 matmuls (avx512_bf16
+or AMX), fp32 elsewhere ("float32" is the exact path; "fp32"/"bf16" are accepted as aliases). The learning rate is
 BASE_LEARNING_RATE (2e-4, a usual LoRA rate) times learning_rate_multiplier.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 from .errors import TrainerError
 
 BASE_LEARNING_RATE = 2e-4
+DTYPES = ("auto", "float32", "bfloat16", "fp32", "bf16")
 DEFAULTS = {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.0, "lora_rank": 16, "lora_alpha": 32,
             "lora_dropout": 0.05, "quantization": "none"}
 
@@ -63,6 +68,7 @@ class Spec:
     max_batch_tokens: int
     gradient_checkpointing: bool
     attn_implementation: str
+    dtype: str = "auto"
 
 
 def _bad(message: str) -> TrainerError:
@@ -124,13 +130,18 @@ def parse(raw: object) -> Spec:
     attn = raw.get("attn_implementation") or "sdpa"
     if not isinstance(attn, str):
         raise _bad("'attn_implementation' must be a string")
+    dtype = raw.get("dtype")
+    if dtype is None:
+        dtype = os.environ.get("OPENFT_TRAIN_DTYPE") or "auto"
+    if dtype not in DTYPES:
+        raise _bad(f"'dtype' must be one of {', '.join(DTYPES)}, got {dtype!r}")
     return Spec(
         base_model_dir=_path(raw, "base_model_dir"), train_file=_path(raw, "train_file"),
         validation_file=_path(raw, "validation_file", required=False), output_dir=_path(raw, "output_dir"),
         resume_from=_path(raw, "resume_from", required=False), init_adapter=_path(raw, "init_adapter", required=False),
         hyperparameters=hyper, seed=seed, device=device, max_seq_len=optional_ints["max_seq_len"],
         max_batch_tokens=optional_ints["max_batch_tokens"],
-        gradient_checkpointing=checkpointing, attn_implementation=attn)
+        gradient_checkpointing=checkpointing, attn_implementation=attn, dtype=dtype)
 
 
 def load(path: str) -> Spec:

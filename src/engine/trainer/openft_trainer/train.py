@@ -67,7 +67,7 @@ def forward_stats(model, examples: list[data.Example], device) -> tuple[torch.Te
     bounds = torch.tensor([0] + list(itertools.accumulate(e.n_tokens for e in examples)), dtype=torch.long)
     out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
                 logits_to_keep=keep, cu_seq_lens_q=bounds)
-    logits = out.logits[0].float()
+    logits = out.logits[0].float()  # the loss in fp32 whatever the compute dtype
     wanted = targets[keep]
     loss_sum = F.cross_entropy(logits, wanted, reduction="sum")
     correct = int((logits.detach().argmax(-1) == wanted).sum())
@@ -123,8 +123,10 @@ class Run:
                          "seed": spec.seed, "total_steps": self.total_steps}
         state = self._read_state() if spec.resume_from else None
 
+        self.dtype = model_lib.resolve_dtype(spec.dtype, self.device)
+        log.info("frozen base weights in %s on %s", self.dtype, self.device)
         base = model_lib.load_base(spec.base_model_dir, self.device, hp.quantization, spec.attn_implementation,
-                                   spec.gradient_checkpointing)
+                                   spec.gradient_checkpointing, self.dtype)
         torch.manual_seed(spec.seed)  # the new adapter's initialisation depends only on the seed
         self.model = model_lib.add_lora(base, hp.lora_rank, hp.lora_alpha, hp.lora_dropout,
                                         spec.resume_from or spec.init_adapter)
