@@ -35,6 +35,8 @@ function cases(): Case[] {
   }
   out.push({ name: "llama+X/A", model: "llama", adapter: "X", tokens: SEQ_A }, { name: "llama+Y/B", model: "llama", adapter: "Y", tokens: SEQ_B });
   out.push({ name: "qwen2+Q/A", model: "qwen2", adapter: "Q", tokens: SEQ_A });
+  // int4 base weights (dequantized) with an fp32 LoRA: the int4 graph's LoRA branch
+  out.push({ name: "llama:int4+X/A", model: "llama", adapter: "X", tokens: SEQ_A, int4: true });
   return out;
 }
 
@@ -201,6 +203,18 @@ describe("inference engine", () => {
       }
     });
   }
+
+  test("llama int4 with an adapter beside a base row matches dequantized weights + peft", async () => {
+    const rt = await openRuntime(modelDir("llama"), { cacheDir: cacheDir(), mode: "int4" });
+    try {
+      await rt.loadAdapter("X", adapterDir("X"));
+      const { worst, agree, total } = await raggedRun(rt, "llama:int4", ["X", null]);
+      console.log(`# llama int4 + X: vs dequantized + peft ${worst.toFixed(4)} (argmax ${agree}/${total})`);
+      assert.ok(worst < INT4_TOL, `int4 + LoRA vs reference: max abs diff ${worst}`);
+    } finally {
+      await rt.close();
+    }
+  });
 
   test("fork: the copy continues exactly like the original", async () => {
     const rt = await openRuntime(modelDir("llama"), { cacheDir: cacheDir(), mode: "fp32" });

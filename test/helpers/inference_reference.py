@@ -88,7 +88,7 @@ def dequantized_int4(w: torch.Tensor) -> torch.Tensor:
 def quantize_model(m) -> None:
     with torch.no_grad():
         for name, mod in m.named_modules():
-            if isinstance(mod, torch.nn.Linear):
+            if isinstance(mod, torch.nn.Linear) and "lora_" not in name:  # LoRA stays fp32 in the engine
                 if name.endswith("lm_head") and mod.weight is m.get_input_embeddings().weight:
                     mod.weight = torch.nn.Parameter(mod.weight.detach().clone())  # untie: the embedding stays fp32
                 mod.weight.copy_(dequantized_int4(mod.weight))

@@ -189,6 +189,8 @@ export class Engine {
       seqlens_k: new ort.Tensor("int32", seqlens, [B]),
       total_sequence_length: new ort.Tensor("int32", Int32Array.of(total), []),
       logits_idx: new ort.Tensor("int64", last, [B, 1]),
+      // Without an adapter in the batch the graph takes its base branch, which skips the LoRA nodes.
+      use_lora: new ort.Tensor("bool", [rows.some((r) => r.adapter !== null)], []),
       ...this.lora(rows),
     };
     for (let l = 0; l < this.config.layers; l++) {

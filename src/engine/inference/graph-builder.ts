@@ -4,11 +4,12 @@
 //
 // Inputs:  input_ids, position_ids int64 (B,S); seqlens_k int32 (B); total_sequence_length int32 [];
 //          logits_idx int64 (B,1); past_key.{l}/past_value.{l} f32 (B,KVN,P,D);
-//          lora.{l}.{proj}.A f32 (LB,in,r) and lora.{l}.{proj}.B f32 (LB,r,out).
+//          lora.{l}.{proj}.A f32 (LB,in,r) and lora.{l}.{proj}.B f32 (LB,r,out);
+//          use_lora bool []: false runs the base-model branch, which does not read the lora inputs.
 // Outputs: logits f32 (B,V) at each row's logits_idx; new_k.{l}/new_v.{l} f32 (B,S,KVN*D), the
 //          rotated keys and the values of the new tokens, which the engine appends to its cache.
 // Projections that read the same input (q/k/v, gate/up) share one weight matrix (concatenated along
-// `out`, then Split); LoRA stays per projection. int4 weights carry zero points (quant.ts).
+// `out`, then Split); LoRA A/B stay per projection. int4 weights carry zero points (quant.ts).
 import { DataType, type InitializerSpec, type NodeSpec, type ValueInfoSpec, type AttrValue } from "./onnx-proto.js";
 import type { ModelConfig } from "./model-config.js";
 import { ropeCaches } from "./model-config.js";
@@ -44,11 +45,15 @@ export function hfModuleName(l: number, proj: Projection): string {
 const bytesOf = (a: Float32Array | Uint8Array | BigInt64Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 export class GraphBuilder {
-  readonly nodes: NodeSpec[] = [];
+  nodes: NodeSpec[] = [];
   readonly inputs: ValueInfoSpec[] = [];
-  readonly outputs: ValueInfoSpec[] = [];
+  outputs: ValueInfoSpec[] = [];
   readonly initializers: InitializerSpec[] = [];
   private count = 0;
+  /** Initializers already written, by a key naming what they hold: both branches share them. */
+  private readonly made = new Map<string, Promise<string[]>>();
+  /** The branch being built: with the LoRA inputs ("lora"), or the base model alone ("base"). */
+  private branch: "lora" | "base" = "lora";
 
   constructor(
     private readonly cfg: ModelConfig,
@@ -82,9 +87,27 @@ export class GraphBuilder {
     return name;
   }
 
+  /** The initializers `make` writes, written once however many branches use them. */
+  private once(key: string, make: () => Promise<string[]>): Promise<string[]> {
+    let p = this.made.get(key);
+    if (!p) {
+      p = make();
+      this.made.set(key, p);
+    }
+    return p;
+  }
+
   private constInt64(name: string, values: number[]): string {
-    this.initializers.push({ name, type: DataType.INT64, dims: [values.length], raw: bytesOf(BigInt64Array.from(values.map(BigInt))) });
+    if (!this.made.has(name)) {
+      this.made.set(name, Promise.resolve([name]));
+      this.initializers.push({ name, type: DataType.INT64, dims: [values.length], raw: bytesOf(BigInt64Array.from(values.map(BigInt))) });
+    }
     return name;
+  }
+
+  /** A graph output's name inside the current branch (If branches may not reuse outer names). */
+  private branchName(name: string): string {
+    return `${this.branch}/${name}`;
   }
 
   private has(name: string): boolean {
@@ -99,7 +122,7 @@ export class GraphBuilder {
   }
 
   private input(name: string, type: ValueInfoSpec["type"], dims: (number | string)[]): string {
-    this.inputs.push({ name, type, dims });
+    if (!this.inputs.some((i) => i.name === name)) this.inputs.push({ name, type, dims });
     return name;
   }
 
@@ -123,45 +146,60 @@ export class GraphBuilder {
     const outDims = projs.map((p) => projectionDims(this.cfg, p)[1]);
     const N = outDims.reduce((a, b) => a + b, 0);
     const name = projs.length === 1 ? hfModuleName(l, projs[0]!) : `model.layers.${l}.${projs.join("_")}`;
-    const w = new Float32Array(N * inDim);
-    let row = 0;
-    for (const [i, p] of projs.entries()) {
-      w.set(await this.read(`${hfModuleName(l, p)}.weight`, [outDims[i]!, inDim]), row * inDim);
-      row += outDims[i]!;
-    }
-    let y: string;
-    if (this.mode === "fp32") {
-      y = this.one("MatMul", [x, await this.external(`${name}.w`, DataType.FLOAT, [inDim, N], transpose(w, N, inDim))]);
-    } else {
-      y = this.one("MatMulNBits", [x, ...(await this.int4(name, w, N, inDim))], { K: inDim, N, bits: 4, block_size: BLOCK, accuracy_level: 4 }, "com.microsoft");
-    }
+    const weights = await this.once(name, async () => {
+      const w = new Float32Array(N * inDim);
+      let row = 0;
+      for (const [i, p] of projs.entries()) {
+        w.set(await this.read(`${hfModuleName(l, p)}.weight`, [outDims[i]!, inDim]), row * inDim);
+        row += outDims[i]!;
+      }
+      if (this.mode === "fp32") return [await this.external(`${name}.w`, DataType.FLOAT, [inDim, N], transpose(w, N, inDim))];
+      return this.int4(name, w, N, inDim);
+    });
+    let y = this.mode === "fp32"
+      ? this.one("MatMul", [x, ...weights])
+      : this.one("MatMulNBits", [x, ...weights], { K: inDim, N, bits: 4, block_size: BLOCK, accuracy_level: 4 }, "com.microsoft");
     const biased = projs.map((p) => this.has(`${hfModuleName(l, p)}.bias`));
     if (biased.some(Boolean)) {
-      const bias = new Float32Array(N);
-      let at = 0;
-      for (const [i, p] of projs.entries()) {
-        if (biased[i]) bias.set(await this.read(`${hfModuleName(l, p)}.bias`, [outDims[i]!]), at);
-        at += outDims[i]!;
-      }
-      y = this.one("Add", [y, await this.external(`${name}.b`, DataType.FLOAT, [N], bias)]);
+      const [bias] = await this.once(`${name}.b`, async () => {
+        const b = new Float32Array(N);
+        let at = 0;
+        for (const [i, p] of projs.entries()) {
+          if (biased[i]) b.set(await this.read(`${hfModuleName(l, p)}.bias`, [outDims[i]!]), at);
+          at += outDims[i]!;
+        }
+        return [await this.external(`${name}.b`, DataType.FLOAT, [N], b)];
+      });
+      y = this.one("Add", [y, bias!]);
     }
-    const parts = projs.length === 1 ? [y] : this.op("Split", [y, this.constInt64(`${name}.split`, outDims)], { axis: -1 }, { outputs: projs.length });
-    return projs.map((p, i) => {
+    const split = (v: string) => (projs.length === 1 ? [v] : this.op("Split", [v, this.constInt64(`${name}.split`, outDims)], { axis: -1 }, { outputs: projs.length }));
+    if (this.branch === "base") return split(y);
+    // LoRA: x @ A @ B per projection (per-row A and B inputs), the deltas concatenated like the
+    // weights and added before the split (one Add per group). fp16 A/B inputs were tried: slower
+    // here (onnxruntime's CPU MatMul converts them), so they stay fp32.
+    const deltas = projs.map((p) => {
       const [pin, pout] = projectionDims(this.cfg, p);
       const a = this.input(`lora.${l}.${p}.A`, DataType.FLOAT, [`lb.${l}.${p}`, pin, `r.${l}.${p}`]);
       const b = this.input(`lora.${l}.${p}.B`, DataType.FLOAT, [`lb.${l}.${p}`, `r.${l}.${p}`, pout]);
-      return this.one("Add", [parts[i]!, this.one("MatMul", [this.one("MatMul", [x, a]), b])]);
+      return this.one("MatMul", [this.one("MatMul", [x, a]), b]);
     });
+    const delta = deltas.length === 1 ? deltas[0]! : this.one("Concat", deltas, { axis: -1 });
+    return split(this.one("Add", [y, delta]));
+  }
+
+  private async param(name: string, dims: number[]): Promise<string> {
+    const [p] = await this.once(name, async () => [await this.external(name, DataType.FLOAT, dims, await this.read(name, dims))]);
+    return p!;
   }
 
   private async norm(x: string, weight: string, dim: number): Promise<string> {
-    const scale = await this.external(weight, DataType.FLOAT, [dim], await this.read(weight, [dim]));
+    const scale = await this.param(weight, [dim]);
     return this.one("SimplifiedLayerNormalization", [x, scale], { axis: -1, epsilon: { float: this.cfg.rmsEps } });
   }
 
   /** norm(x + skip) and the sum itself (the residual stream). */
   private async skipNorm(x: string, skip: string, weight: string): Promise<[string, string]> {
-    const scale = await this.external(weight, DataType.FLOAT, [this.cfg.hidden], await this.read(weight, [this.cfg.hidden]));
+    const scale = await this.param(weight, [this.cfg.hidden]);
     const out = this.op("SkipSimplifiedLayerNormalization", [x, skip, scale], { epsilon: { float: this.cfg.rmsEps } }, { domain: "com.microsoft", outputs: 4 });
     // outputs 1 and 2 (mean, inv_std_var) are not wanted
     this.nodes.at(-1)!.outputs[1] = "";
@@ -187,9 +225,8 @@ export class GraphBuilder {
     }
     q = this.one("RotaryEmbedding", [q, "position_ids", cos, sin], { num_heads: cfg.heads, interleaved: 0 }, "com.microsoft");
     // The rotated keys and the values are graph outputs under their own names (no Identity nodes).
-    this.nodes.push({ op: "RotaryEmbedding", inputs: [k, "position_ids", cos, sin], outputs: [`new_k.${l}`], name: `/rotary_k.${l}`, domain: "com.microsoft", attrs: { num_heads: cfg.kvHeads, interleaved: 0 } });
-    k = `new_k.${l}`;
-    v = this.rename(v, `new_v.${l}`);
+    k = this.rename(this.one("RotaryEmbedding", [k, "position_ids", cos, sin], { num_heads: cfg.kvHeads, interleaved: 0 }, "com.microsoft"), this.branchName(`new_k.${l}`));
+    v = this.rename(v, this.branchName(`new_v.${l}`));
     const kvDim = cfg.kvHeads * cfg.headDim;
     this.outputs.push({ name: `new_k.${l}`, type: DataType.FLOAT, dims: ["batch", "seq", kvDim] });
     this.outputs.push({ name: `new_v.${l}`, type: DataType.FLOAT, dims: ["batch", "seq", kvDim] });
@@ -207,18 +244,49 @@ export class GraphBuilder {
     return (await this.linear(this.one("Mul", [silu, up]), l, ["down"]))[0]!;
   }
 
+  /**
+   * The graph is one If on `use_lora`: the "lora" branch reads the lora.* inputs, the "base" branch
+   * is the same model without them. Both read the same initializers (ONNX Runtime keeps one copy,
+   * measured), and a batch without adapters skips the LoRA nodes, ~28% of a decode step.
+   */
   async build(): Promise<void> {
+    this.input("use_lora", DataType.BOOL, []);
+    const branches: Record<"lora" | "base", { nodes: NodeSpec[]; outputs: ValueInfoSpec[] }> = {
+      lora: { nodes: [], outputs: [] },
+      base: { nodes: [], outputs: [] },
+    };
+    for (const branch of ["lora", "base"] as const) {
+      this.branch = branch;
+      this.nodes = [];
+      this.outputs = [];
+      await this.body();
+      branches[branch] = { nodes: this.nodes, outputs: this.outputs.map((o) => ({ ...o, name: this.branchName(o.name) })) };
+    }
+    this.outputs = branches.lora.outputs.map((o) => ({ ...o, name: o.name.slice("lora/".length) }));
+    this.nodes = [{
+      op: "If", inputs: ["use_lora"], outputs: this.outputs.map((o) => o.name), name: "/use_lora",
+      attrs: {
+        then_branch: { graph: { name: "lora", ...branches.lora } },
+        else_branch: { graph: { name: "base", ...branches.base } },
+      },
+    }];
+  }
+
+  private async body(): Promise<void> {
     const { cfg } = this;
     this.input("input_ids", DataType.INT64, ["batch", "seq"]);
     this.input("position_ids", DataType.INT64, ["batch", "seq"]);
     this.input("seqlens_k", DataType.INT32, ["batch"]);
     this.input("total_sequence_length", DataType.INT32, []);
     this.input("logits_idx", DataType.INT64, ["batch", 1]);
-    const embedW = await this.read("model.embed_tokens.weight", [cfg.vocab, cfg.hidden]);
-    const embed = await this.external("embed", DataType.FLOAT, [cfg.vocab, cfg.hidden], embedW);
-    const caches = ropeCaches(cfg);
-    const cos = await this.external("rope.cos", DataType.FLOAT, [cfg.contextLength, cfg.headDim / 2], caches.cos);
-    const sin = await this.external("rope.sin", DataType.FLOAT, [cfg.contextLength, cfg.headDim / 2], caches.sin);
+    const [embed, cos, sin] = await this.once("embed+rope", async () => {
+      const caches = ropeCaches(cfg);
+      return [
+        await this.external("embed", DataType.FLOAT, [cfg.vocab, cfg.hidden], await this.read("model.embed_tokens.weight", [cfg.vocab, cfg.hidden])),
+        await this.external("rope.cos", DataType.FLOAT, [cfg.contextLength, cfg.headDim / 2], caches.cos),
+        await this.external("rope.sin", DataType.FLOAT, [cfg.contextLength, cfg.headDim / 2], caches.sin),
+      ];
+    }) as [string, string, string];
 
     let residual = this.one("Gather", [embed, "input_ids"]);
     let x = await this.norm(residual, "model.layers.0.input_layernorm.weight", cfg.hidden);
@@ -230,22 +298,22 @@ export class GraphBuilder {
       [x, residual] = await this.skipNorm(mlp, residual, next);
     }
     const last = this.one("GatherND", [x, "logits_idx"], { batch_dims: 1 });
-    await this.lmHead(last, embedW);
+    await this.lmHead(last);
     this.outputs.unshift({ name: "logits", type: DataType.FLOAT, dims: ["batch", cfg.vocab] });
   }
 
-  private async lmHead(last: string, embedW: Float32Array): Promise<void> {
+  private async lmHead(last: string): Promise<void> {
     const { cfg } = this;
     const tied = !this.has("lm_head.weight");
     let logits: string;
     if (this.mode === "fp32") {
       // Gemm(transB=1) reads the [V,H] table as is, so a tied head shares the embedding initializer.
-      const w = tied ? "embed" : await this.external("lm_head", DataType.FLOAT, [cfg.vocab, cfg.hidden], await this.read("lm_head.weight", [cfg.vocab, cfg.hidden]));
-      logits = this.one("Gemm", [last, w], { transB: 1 });
+      const [w] = tied ? ["embed"] : await this.once("lm_head", async () => [await this.external("lm_head", DataType.FLOAT, [cfg.vocab, cfg.hidden], await this.read("lm_head.weight", [cfg.vocab, cfg.hidden]))]);
+      logits = this.one("Gemm", [last, w!], { transB: 1 });
     } else {
-      const w = tied ? embedW : await this.read("lm_head.weight", [cfg.vocab, cfg.hidden]);
-      logits = this.one("MatMulNBits", [last, ...(await this.int4("lm_head", w, cfg.vocab, cfg.hidden))], { K: cfg.hidden, N: cfg.vocab, bits: 4, block_size: BLOCK, accuracy_level: 4 }, "com.microsoft");
+      const weights = await this.once("lm_head", async () => this.int4("lm_head", await this.read(tied ? "model.embed_tokens.weight" : "lm_head.weight", [cfg.vocab, cfg.hidden]), cfg.vocab, cfg.hidden));
+      logits = this.one("MatMulNBits", [last, ...weights], { K: cfg.hidden, N: cfg.vocab, bits: 4, block_size: BLOCK, accuracy_level: 4 }, "com.microsoft");
     }
-    this.rename(logits, "logits");
+    this.rename(logits, this.branchName("logits"));
   }
 }

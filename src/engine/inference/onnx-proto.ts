@@ -3,7 +3,7 @@
 // buys nothing). Field numbers are those of onnx.proto (proto2); repeated scalars are written
 // unpacked, which every parser accepts.
 
-export const DataType = { FLOAT: 1, UINT8: 2, INT32: 6, INT64: 7 } as const;
+export const DataType = { FLOAT: 1, UINT8: 2, INT32: 6, INT64: 7, BOOL: 9, FLOAT16: 10 } as const;
 export type DataTypeCode = (typeof DataType)[keyof typeof DataType];
 
 class Writer {
@@ -71,7 +71,14 @@ class Writer {
   }
 }
 
-export type AttrValue = number | string | number[] | { float: number };
+export type AttrValue = number | string | number[] | { float: number } | { graph: SubgraphSpec };
+
+/** A subgraph (an If branch): nodes that may read any value of the enclosing graph, and its outputs. */
+export interface SubgraphSpec {
+  name: string;
+  nodes: NodeSpec[];
+  outputs: ValueInfoSpec[];
+}
 
 export interface NodeSpec {
   op: string;
@@ -110,6 +117,7 @@ export interface ModelSpec {
 const ATTR_FLOAT = 1;
 const ATTR_INT = 2;
 const ATTR_STRING = 3;
+const ATTR_GRAPH = 5;
 const ATTR_INTS = 7;
 
 function attribute(name: string, value: AttrValue): Writer {
@@ -122,6 +130,13 @@ function attribute(name: string, value: AttrValue): Writer {
   if (Array.isArray(value)) {
     for (const v of value) w.int(8, v);
     return w.int(20, ATTR_INTS);
+  }
+  if ("graph" in value) {
+    const g = new Writer();
+    for (const n of value.graph.nodes) g.message(1, node(n));
+    g.string(2, value.graph.name);
+    for (const o of value.graph.outputs) g.message(12, valueInfo(o));
+    return w.message(6, g).int(20, ATTR_GRAPH);
   }
   return w.float(2, value.float).int(20, ATTR_FLOAT);
 }
