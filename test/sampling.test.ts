@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ChoiceSampler, Rng, choiceSeed, logSumExp, topK, type SamplingParams } from "../src/engine/serving/sampler.js";
 import { ChoiceText } from "../src/engine/serving/choice-text.js";
+import { Scheduler, type StepRuntime } from "../src/engine/serving/scheduler.js";
 
 const params = (p: Partial<SamplingParams> = {}): SamplingParams => ({ temperature: 1, topP: 1, presencePenalty: 0, frequencyPenalty: 0, logitBias: new Map(), topLogprobs: null, ...p });
 const logits = Float32Array.from([0.5, 2, 1, -1, 1.9]);
@@ -65,4 +66,58 @@ test("choice text holds back half characters and possible stop prefixes, and cut
   for (const b of ids("so E")) u.push(b);
   assert.equal(u.flush(), "E", "held-back text is released at the end");
   assert.equal(u.text, "so E");
+});
+
+test("choice text decodes incrementally: the same text as decoding everything, in linear work", () => {
+  // A SentencePiece-like decoder: "▁" is a space, dropped at the start of whatever it decodes.
+  const vocab = ["▁The", "▁light", "house", "▁keeper", ",", "▁é", "t", "é", "▁", "\u00e9"];
+  let work = 0;
+  const decoder = {
+    decode: (ids: readonly number[]) => {
+      work += ids.length;
+      return ids.map((i) => vocab[i]!).join("").replace(/▁/g, " ").replace(/^ /, "");
+    },
+  };
+  const ids = Array.from({ length: 600 }, (_, i) => (i * 7 + (i >> 3)) % vocab.length);
+  const t = new ChoiceText(decoder, []);
+  let streamed = "";
+  for (const id of ids) streamed += t.push(id);
+  streamed += t.flush();
+  work = 0;
+  const whole = decoder.decode(ids);
+  assert.equal(streamed, whole);
+  assert.equal(t.text, whole);
+  // Work per token stays bounded by the window, not by the reply so far.
+  const u = new ChoiceText(decoder, []);
+  work = 0;
+  for (const id of ids) u.push(id);
+  assert.ok(work < 10 * ids.length, `decoded ${work} ids for ${ids.length} tokens`);
+});
+
+test("scheduler: a request whose text cannot be decoded fails alone; the others finish", async () => {
+  // StepRuntimeDouble: every step's logits favour token (seq + step) % 5, no model behind it.
+  let steps = 0;
+  const StepRuntimeDouble: StepRuntime = {
+    contextLength: 64,
+    step: async (items) => {
+      steps++;
+      return items.map((it) => Float32Array.from({ length: 5 }, (_, t) => (t === (it.seq + steps) % 5 ? 1 : 0)));
+    },
+    fork: async () => undefined,
+    loadAdapter: async () => undefined,
+    free: () => undefined,
+  };
+  const scheduler = new Scheduler(StepRuntimeDouble, 8);
+  const request = (decode: (ids: readonly number[]) => string) => scheduler.generate({
+    promptIds: [1, 2], adapter: null, n: 1, maxTokens: 4, stopTokenIds: new Set(), stops: [],
+    sampling: params({ temperature: 0 }), seed: 0n, decoder: { decode }, onEvent: () => undefined,
+  });
+  const ok = request((ids) => ids.join(","));
+  const broken = request(() => {
+    throw new Error("cannot decode");
+  });
+  await assert.rejects(broken, /cannot decode/);
+  const done = await ok;
+  assert.equal(done.completionTokens, 4);
+  assert.equal(done.choices[0]!.finish, "length");
 });

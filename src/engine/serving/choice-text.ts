@@ -1,7 +1,12 @@
-// The text of one choice as its tokens arrive: decoded from all ids so far (so multi-token
-// characters and merges come out right), cut at the first stop sequence, and released for
+// The text of one choice as its tokens arrive, cut at the first stop sequence, and released for
 // streaming only when it can no longer change — not while it ends in half a UTF-8 character or in
 // something that may still grow into a stop sequence.
+//
+// Decoding is incremental (as vLLM's and transformers' streamers do it): each token decodes only a
+// short window, ids[prefix..] against ids[prefix..read], so a reply of n tokens costs O(n), not
+// O(n²), and a decoder that treats the first token of a text specially (SentencePiece drops its
+// leading space) sees the same context both times. The window moves on once the new text ends in
+// a whole character.
 
 export interface Decoder {
   decode(ids: readonly number[]): string;
@@ -11,6 +16,10 @@ export class ChoiceText {
   private readonly ids: number[] = [];
   private emitted = "";
   private full = "";
+  /** Text of ids[0..read), final. */
+  private settled = "";
+  private prefix = 0;
+  private read = 0;
   stopped = false;
 
   constructor(
@@ -22,7 +31,7 @@ export class ChoiceText {
    *  stop sequence appeared: the text ends just before it. */
   push(id: number): string {
     this.ids.push(id);
-    const text = this.decoder.decode(this.ids);
+    const text = this.decodeNext();
     const cut = this.firstStop(text);
     if (cut !== -1) {
       this.stopped = true;
@@ -31,6 +40,25 @@ export class ChoiceText {
     }
     this.full = text;
     return this.release(text.slice(0, text.length - this.heldBack(text)));
+  }
+
+  /** settled + the text the tokens after `read` add. */
+  private decodeNext(): string {
+    const decode = (ids: number[]) => (ids.length === 0 ? "" : this.decoder.decode(ids));
+    const before = decode(this.ids.slice(this.prefix, this.read));
+    const now = decode(this.ids.slice(this.prefix));
+    if (!now.startsWith(before)) {
+      // A decoder whose output is not extended by more tokens: decode everything, window unmoved.
+      return this.decoder.decode(this.ids);
+    }
+    const added = now.slice(before.length);
+    if (added.length > 0 && !added.endsWith("\uFFFD")) {
+      this.settled += added;
+      this.prefix = this.read;
+      this.read = this.ids.length;
+      return this.settled;
+    }
+    return this.settled + added;
   }
 
   /** Everything not yet released, once no more tokens will come. */

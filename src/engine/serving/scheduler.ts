@@ -184,13 +184,11 @@ export class Scheduler {
       entry.ps.add(p);
       byKey.set(p.req.adapter, entry);
     }
-    for (const [key, { dir, ps: users }] of byKey) {
-      try {
-        await this.runtime.loadAdapter(key, dir);
-      } catch (err) {
+    // All at once: the runtime handles them in order, so this costs one round trip, not one each.
+    await Promise.all([...byKey].map(([key, { dir, ps: users }]) =>
+      this.runtime.loadAdapter(key, dir).catch((err: unknown) => {
         for (const p of users) this.fail(p, err);
-      }
-    }
+      })));
   }
 
   private async consume(owners: { p: Pending; choice: Choice | null }[], logits: Float32Array[]): Promise<void> {
@@ -198,7 +196,12 @@ export class Scheduler {
       const { p, choice } = owners[i]!;
       if (p.done) continue;
       if (choice) {
-        this.advance(p, choice, logits[i]!);
+        // A failure here (the decoder, the caller's onEvent) fails this request, not the loop.
+        try {
+          this.advance(p, choice, logits[i]!);
+        } catch (err) {
+          this.fail(p, err);
+        }
         continue;
       }
       try {
@@ -211,7 +214,11 @@ export class Scheduler {
         continue;
       }
       p.prefilled = true;
-      for (const c of p.choices) this.advance(p, c, logits[i]!);
+      try {
+        for (const c of p.choices) this.advance(p, c, logits[i]!);
+      } catch (err) {
+        this.fail(p, err);
+      }
     }
   }
 
