@@ -9,6 +9,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { dequantizeInt4, quantizeInt4 } from "../src/engine/inference/quant.js";
+import { KvCache } from "../src/engine/inference/kv-cache.js";
 import { openRuntime, type ModelRuntime } from "../src/engine/inference/runtime.js";
 import { projectRoot } from "../src/project-root.js";
 
@@ -309,5 +310,27 @@ describe("int4 quantizer", () => {
         assert.ok(err <= symErr * (1 + 1e-9) + 1e-12, `row ${row} block ${b}: ${err} > symmetric ${symErr}`);
       }
     }
+  });
+});
+
+describe("KV cache", () => {
+  test("capacity follows the longest sequence in steps of 32, up and down, and keeps the data", () => {
+    const kv = new KvCache(1, 1, 2, 4096);
+    const write = (seq: number, from: number, count: number) => {
+      kv.ensureCapacity(from + count);
+      const vals = Float32Array.from({ length: count * 2 }, (_, i) => seq * 1000 + from * 2 + i);
+      kv.append(0, [{ slot: kv.slot(seq), past: from, count }], count, vals, vals);
+      kv.setLength(seq, from + count);
+    };
+    kv.allocate(1);
+    write(1, 0, 10);
+    assert.equal(kv.capacity, 32);
+    kv.allocate(2);
+    write(2, 0, 100);
+    assert.equal(kv.capacity, 128);
+    kv.free(2); // the longest left has 10 tokens
+    assert.equal(kv.capacity, 32);
+    const { k } = kv.view(0, kv.slot(1), 1);
+    assert.deepEqual(Array.from(k.subarray(0, 20)), Array.from({ length: 20 }, (_, i) => 1000 + i));
   });
 });
