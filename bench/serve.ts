@@ -28,7 +28,8 @@
 // agree for a while; a wrong LoRA conversion diverges at once). Greedy agreement of ours with
 // transformers is printed, not checked (int4 re-quantizes the Q4_1 weights).
 //
-// Knobs: BENCH_TOKENS (128), BENCH_RUNS (3), BENCH_THREADS ("1,2"), BENCH_STREAMS (8),
+// Knobs: BENCH_TOKENS (128), BENCH_RUNS (3), BENCH_THREADS ("1,2"), BENCH_STREAMS (8), BENCH_SPIN
+// ("1": ours as with OPENFT_SERVING_SPIN=true),
 // BENCH_ENGINES ("ours,llama,hf"). Exit status 1 when a goal or a check fails.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -51,6 +52,8 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const THREADS = (process.env.BENCH_THREADS ?? "1,2").split(",").map(Number);
 const STREAMS = Number(process.env.BENCH_STREAMS ?? 8);
 const ENGINES = new Set((process.env.BENCH_ENGINES ?? "ours,llama,hf").split(","));
+// ours with OPENFT_SERVING_SPIN's setting: ONNX Runtime's threads spin between ops (t > 1 only)
+const SPIN = process.env.BENCH_SPIN === "1";
 const WARMUP_TOKENS = Math.min(TOKENS, 16);
 const MESSAGES = [{ role: "user" as const, content: "Write a short story about a lighthouse keeper who finds a message in a bottle." }];
 
@@ -123,7 +126,7 @@ async function childOurs(spec: Spec): Promise<ChildResult> {
   const { Scheduler } = await import("../src/engine/serving/scheduler.js");
   const { loadChatTokenizer } = await import("../src/jobs/validation/tokenizer.js");
   const t = performance.now();
-  const runtime = await openRuntime(MODEL_DIR, { cacheDir: spec.cacheDir, mode: "int4", threads: spec.threads, maxAdapters: 64 });
+  const runtime = await openRuntime(MODEL_DIR, { cacheDir: spec.cacheDir, mode: "int4", threads: spec.threads, spinning: SPIN && spec.threads > 1, maxAdapters: 64 });
   const openMs = performance.now() - t;
   try {
     if (spec.scenario === "open") return { openMs, runs: [], peakRssBytes: peakRss() };
@@ -288,7 +291,7 @@ async function main(): Promise<void> {
   const stopIds = [...tokenizer.stopTokenIds];
   const tmp = await mkdtemp(path.join(os.tmpdir(), "openft-bench-serve-"));
   const log = (s: string) => process.stderr.write(`${s}\n`);
-  log(`bench:serve  SmolLM2-135M-Instruct  prompt ${promptIds.length} tokens, ${TOKENS} generated, ${RUNS} runs, threads ${THREADS.join(",")}, ${STREAMS} streams, ${os.cpus().length} CPUs`);
+  log(`bench:serve  SmolLM2-135M-Instruct  prompt ${promptIds.length} tokens, ${TOKENS} generated, ${RUNS} runs, threads ${THREADS.join(",")}, ${STREAMS} streams, ${os.cpus().length} CPUs${SPIN ? ", ours spinning" : ""}`);
   try {
     const t = performance.now();
     const made = spawnSync(PYTHON, [PEERS_PY, "adapters", MODEL_DIR, path.join(tmp, "adapters"), "--n", String(STREAMS)], { cwd: ROOT, encoding: "utf8" });

@@ -27,6 +27,9 @@ const envSchema = z.object({
   // cached under OPENFT_SERVING_CACHE_DIR (default <data dir>/serving).
   OPENFT_SERVING_MODE: z.enum(["int4", "fp32"]).default("int4"),
   OPENFT_SERVING_THREADS: z.coerce.number().int().min(1).max(256).default(2),
+  // ONNX Runtime's worker threads spin between ops instead of sleeping (faster steps with more
+  // than one thread on otherwise idle cores; they still sleep once the model is idle).
+  OPENFT_SERVING_SPIN: bool.default(false),
   OPENFT_SERVING_MAX_BATCH: z.coerce.number().int().min(1).max(256).default(16),
   OPENFT_SERVING_MAX_QUEUE: z.coerce.number().int().min(1).default(256),
   OPENFT_SERVING_MAX_ADAPTERS: z.coerce.number().int().min(1).default(64),
@@ -69,6 +72,7 @@ export interface Config {
   readonly serving: {
     readonly mode: "int4" | "fp32";
     readonly threads: number;
+    readonly spinning: boolean;
     readonly maxBatch: number;
     readonly maxQueue: number;
     readonly maxAdapters: number;
@@ -124,6 +128,7 @@ export function loadConfig(env: Env, overrides: Env = {}): Config {
     serving: {
       mode: e.OPENFT_SERVING_MODE,
       threads: e.OPENFT_SERVING_THREADS,
+      spinning: e.OPENFT_SERVING_SPIN,
       // A batch never holds more sequences than there are adapter slots, so a running adapter is
       // never evicted by another row of the same batch.
       maxBatch: Math.min(e.OPENFT_SERVING_MAX_BATCH, e.OPENFT_SERVING_MAX_ADAPTERS),

@@ -8,6 +8,7 @@ export interface PoolOptions {
   readonly cacheDir: string;
   readonly mode: WeightMode;
   readonly threads: number;
+  readonly spinning?: boolean;
   readonly maxBatch: number;
   readonly maxAdapters: number;
 }
@@ -26,7 +27,7 @@ export class ServingPool {
   model(dir: string): Promise<ServedModel> {
     let entry = this.models.get(dir);
     if (!entry) {
-      entry = openRuntime(dir, { cacheDir: this.opts.cacheDir, mode: this.opts.mode, threads: this.opts.threads, maxAdapters: this.opts.maxAdapters }).then(
+      entry = openRuntime(dir, { cacheDir: this.opts.cacheDir, mode: this.opts.mode, threads: this.opts.threads, spinning: this.opts.spinning, maxAdapters: this.opts.maxAdapters }).then(
         (runtime) => ({ runtime, scheduler: new Scheduler(runtime, this.opts.maxBatch) }),
       );
       this.models.set(dir, entry);
