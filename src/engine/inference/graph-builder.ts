@@ -4,12 +4,13 @@
 //
 // Inputs:  input_ids, position_ids int64 (B,S); seqlens_k int32 (B); total_sequence_length int32 [];
 //          logits_idx int64 (B,1); past_key.{l}/past_value.{l} f32 (B,KVN,P,D);
-//          lora.{l}.{proj}.A f32 (LB,in,r) and lora.{l}.{proj}.B f32 (LB,r,out);
+//          lora.{l}.{group}.A f32 (LB,in,members·r) (groups q_k_v, o, gate_up, down) and
+//          lora.{l}.{proj}.B f32 (LB,r,out);
 //          use_lora bool []: false runs the base-model branch, which does not read the lora inputs.
 // Outputs: logits f32 (B,V) at each row's logits_idx; new_k.{l}/new_v.{l} f32 (B,S,KVN*D), the
 //          rotated keys and the values of the new tokens, which the engine appends to its cache.
 // Projections that read the same input (q/k/v, gate/up) share one weight matrix (concatenated along
-// `out`, then Split); LoRA A/B stay per projection. int4 weights carry zero points (quant.ts).
+// `out`, then Split), and so do their LoRA A matrices. int4 weights carry zero points (quant.ts).
 import { DataType, type InitializerSpec, type NodeSpec, type ValueInfoSpec, type AttrValue } from "./onnx-proto.js";
 import type { ModelConfig } from "./model-config.js";
 import { ropeCaches } from "./model-config.js";
@@ -19,6 +20,10 @@ import { readTensor, type TensorInfo } from "./safetensors.js";
 export type WeightMode = "int4" | "fp32";
 export const PROJECTIONS = ["q", "k", "v", "o", "gate", "up", "down"] as const;
 export type Projection = (typeof PROJECTIONS)[number];
+
+/** Projections that read the same input: one weight matrix, and one LoRA A input, per group. */
+export const GROUPS: readonly (readonly Projection[])[] = [["q", "k", "v"], ["o"], ["gate", "up"], ["down"]];
+export const groupName = (projs: readonly Projection[]): string => projs.join("_");
 
 /** Sink for initializer bytes: returns where in model.data they went. */
 export interface DataSink {
@@ -174,14 +179,17 @@ export class GraphBuilder {
     }
     const split = (v: string) => (projs.length === 1 ? [v] : this.op("Split", [v, this.constInt64(`${name}.split`, outDims)], { axis: -1 }, { outputs: projs.length }));
     if (this.branch === "base") return split(y);
-    // LoRA: x @ A @ B per projection (per-row A and B inputs), the deltas concatenated like the
-    // weights and added before the split (one Add per group). fp16 A/B inputs were tried: slower
-    // here (onnxruntime's CPU MatMul converts them), so they stay fp32.
-    const deltas = projs.map((p) => {
-      const [pin, pout] = projectionDims(this.cfg, p);
-      const a = this.input(`lora.${l}.${p}.A`, DataType.FLOAT, [`lb.${l}.${p}`, pin, `r.${l}.${p}`]);
-      const b = this.input(`lora.${l}.${p}.B`, DataType.FLOAT, [`lb.${l}.${p}`, `r.${l}.${p}`, pout]);
-      return this.one("MatMul", [this.one("MatMul", [x, a]), b]);
+    // LoRA: x @ A once per group (the members' A side by side, lora.ts), split into equal rank
+    // slices, @ B per projection (per-row inputs); the deltas concatenated like the weights and
+    // added before the split (one Add per group). fp16 A/B inputs were tried: slower here
+    // (onnxruntime's CPU MatMul converts them), so they stay fp32.
+    const g = groupName(projs);
+    const a = this.input(`lora.${l}.${g}.A`, DataType.FLOAT, [`lb.${l}.${g}`, inDim, `r.${l}.${g}`]);
+    const xa = this.one("MatMul", [x, a]);
+    const slices = projs.length === 1 ? [xa] : this.op("Split", [xa], { axis: -1 }, { outputs: projs.length });
+    const deltas = projs.map((p, i) => {
+      const b = this.input(`lora.${l}.${p}.B`, DataType.FLOAT, [`lb.${l}.${p}`, `rb.${l}.${p}`, projectionDims(this.cfg, p)[1]]);
+      return this.one("MatMul", [slices[i]!, b]);
     });
     const delta = deltas.length === 1 ? deltas[0]! : this.one("Concat", deltas, { axis: -1 });
     return split(this.one("Add", [y, delta]));

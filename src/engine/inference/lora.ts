@@ -1,10 +1,12 @@
 // PEFT LoRA adapters as graph inputs (onnx-serving-notes §6.4). At load, each module's lora_A
-// [r,in] becomes A^T (in,r) and lora_B [out,r] becomes (scaling*B)^T (r,out); per batch the engine
-// stacks one adapter per row into (LB,in,r)/(LB,r,out), zero-padding ranks and zeroing rows that
-// use the base model.
+// [r,in] becomes A^T (in,r) and lora_B [out,r] becomes (scaling*B)^T (r,out). Projections that
+// share their input (q/k/v, gate/up: GROUPS) share one A input, their A^T side by side at one rank
+// per group (zero-padded), because one MatMul over them costs about half of one per projection.
+// Per batch the engine stacks one adapter per row into (LB,in,members·r)/(LB,r,out), zero-padding
+// ranks and zeroing rows that use the base model.
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { hfModuleName, PROJECTIONS, projectionDims, type Projection } from "./graph-builder.js";
+import { GROUPS, groupName, hfModuleName, projectionDims, type Projection } from "./graph-builder.js";
 import type { ModelConfig } from "./model-config.js";
 import { transpose } from "./quant.js";
 import { openWeights, readTensor } from "./safetensors.js";
@@ -15,9 +17,16 @@ export interface LoraModule {
   b: Float32Array; // (rank, out), scaling folded in
 }
 
+/** One projection group of one layer: A^T of each member side by side, B per member. */
+export interface LoraGroup {
+  rank: number;
+  a: Float32Array; // (in, members * rank), member i in columns [i*rank, (i+1)*rank)
+  b: Float32Array[]; // per member (rank, out), scaling folded in; zeros for an untargeted member
+}
+
 export interface Adapter {
-  /** keyed by `${layer}.${proj}`; a module the adapter does not target is absent */
-  modules: Map<string, LoraModule>;
+  /** keyed by `${layer}.${group}`; a group none of whose projections the adapter targets is absent */
+  groups: Map<string, LoraGroup>;
   bytes: number;
 }
 
@@ -75,44 +84,75 @@ export async function loadAdapter(dir: string, cfg: ModelConfig): Promise<Adapte
     for (let i = 0; i < bt.length; i++) bt[i] = bt[i]! * scaling;
     const mod = { rank, a: transpose(await readTensor(tensors.get(a)!), rank, inDim), b: bt };
     modules.set(key, mod);
-    bytes += (mod.a.length + mod.b.length) * 4;
   }
-  return { modules, bytes };
+  const groups = new Map<string, LoraGroup>();
+  for (let l = 0; l < cfg.layers; l++) {
+    for (const projs of GROUPS) {
+      const mods = projs.map((p) => modules.get(`${l}.${p}`));
+      const rank = Math.max(0, ...mods.map((m) => m?.rank ?? 0));
+      if (rank === 0) continue;
+      const inDim = projectionDims(cfg, projs[0]!)[0];
+      const width = projs.length * rank;
+      const a = new Float32Array(inDim * width);
+      const b = projs.map((p, i) => {
+        const outDim = projectionDims(cfg, p)[1];
+        const out = new Float32Array(rank * outDim);
+        const m = mods[i];
+        if (!m) return out;
+        for (let x = 0; x < inDim; x++) a.set(m.a.subarray(x * m.rank, (x + 1) * m.rank), x * width + i * rank);
+        out.set(m.b); // rows beyond m.rank stay zero
+        return out;
+      });
+      groups.set(`${l}.${groupName(projs)}`, { rank, a, b });
+      bytes += (a.length + b.reduce((n, x) => n + x.length, 0)) * 4;
+    }
+  }
+  return { groups, bytes };
 }
 
 const EMPTY = new Float32Array(0);
 
-/** The lora.{l}.{proj}.A/B feeds for a batch whose row i uses rows[i] (null = base model). */
+/** The lora.{l}.{group}.A and lora.{l}.{proj}.B feeds for a batch whose row i uses rows[i] (null = base model). */
 export function loraFeeds(cfg: ModelConfig, rows: (Adapter | null)[]): Record<string, LoraFeed> {
   const feeds: Record<string, LoraFeed> = {};
   const distinct = new Set(rows);
   for (let l = 0; l < cfg.layers; l++) {
-    for (const proj of PROJECTIONS) {
-      const [inDim, outDim] = projectionDims(cfg, proj);
-      const key = `${l}.${proj}`;
-      const mods = rows.map((r) => r?.modules.get(key));
-      const rank = Math.max(0, ...mods.map((m) => m?.rank ?? 0));
-      let a: LoraFeed;
-      let b: LoraFeed;
+    for (const projs of GROUPS) {
+      const inDim = projectionDims(cfg, projs[0]!)[0];
+      const name = groupName(projs);
+      const key = `${l}.${name}`;
+      const gs = rows.map((r) => r?.groups.get(key));
+      const rank = Math.max(0, ...gs.map((g) => g?.rank ?? 0));
+      const width = projs.length * rank;
       if (rank === 0) {
-        a = { dims: [1, inDim, 0], data: EMPTY };
-        b = { dims: [1, 0, outDim], data: EMPTY };
+        feeds[`lora.${key}.A`] = { dims: [1, inDim, 0], data: EMPTY };
+        for (const p of projs) feeds[`lora.${l}.${p}.B`] = { dims: [1, 0, projectionDims(cfg, p)[1]], data: EMPTY };
       } else if (distinct.size === 1) {
         // One adapter for the whole batch: broadcast its own arrays, no copy.
-        a = { dims: [1, inDim, rank], data: mods[0]!.a };
-        b = { dims: [1, rank, outDim], data: mods[0]!.b };
+        const g = gs[0]!;
+        feeds[`lora.${key}.A`] = { dims: [1, inDim, width], data: g.a };
+        projs.forEach((p, i) => (feeds[`lora.${l}.${p}.B`] = { dims: [1, rank, projectionDims(cfg, p)[1]], data: g.b[i]! }));
       } else {
         const n = rows.length;
-        a = { dims: [n, inDim, rank], data: new Float32Array(n * inDim * rank) };
-        b = { dims: [n, rank, outDim], data: new Float32Array(n * rank * outDim) };
-        mods.forEach((m, i) => {
-          if (!m) return;
-          for (let x = 0; x < inDim; x++) a.data.set(m.a.subarray(x * m.rank, (x + 1) * m.rank), (i * inDim + x) * rank);
-          b.data.set(m.b, i * rank * outDim); // rows beyond m.rank stay zero
+        const a = new Float32Array(n * inDim * width);
+        gs.forEach((g, row) => {
+          if (!g) return;
+          // member i's columns move from i*g.rank to i*rank; the extra columns stay zero
+          for (let x = 0; x < inDim; x++) {
+            for (let i = 0; i < projs.length; i++) {
+              const from = x * projs.length * g.rank + i * g.rank;
+              a.set(g.a.subarray(from, from + g.rank), (row * inDim + x) * width + i * rank);
+            }
+          }
+        });
+        feeds[`lora.${key}.A`] = { dims: [n, inDim, width], data: a };
+        projs.forEach((p, i) => {
+          const outDim = projectionDims(cfg, p)[1];
+          const b = new Float32Array(n * rank * outDim);
+          gs.forEach((g, row) => g && b.set(g.b[i]!, row * rank * outDim)); // rows beyond g.rank stay zero
+          feeds[`lora.${l}.${p}.B`] = { dims: [n, rank, outDim], data: b };
         });
       }
-      feeds[`lora.${key}.A`] = a;
-      feeds[`lora.${key}.B`] = b;
     }
   }
   return feeds;
