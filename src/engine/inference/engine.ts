@@ -7,7 +7,7 @@ import { convertModel } from "./convert.js";
 import type { WeightMode } from "./graph-builder.js";
 import { KvCache, type AppendRow } from "./kv-cache.js";
 import { loadAdapter, loraFeeds, type Adapter, type LoraFeed } from "./lora.js";
-import type { ModelConfig } from "./model-config.js";
+import { ropeCaches, type ModelConfig } from "./model-config.js";
 
 export interface EngineOptions {
   cacheDir: string;
@@ -40,6 +40,10 @@ export class Engine {
   private readonly adapters = new Map<string, Adapter>();
   private readonly kv: KvCache;
   private loraCache: { key: string; feeds: Record<string, ort.Tensor> } | undefined;
+  /** Layers output packed q|k|v before RoPE (graph-builder): the cos/sin tables to rotate k with. */
+  private readonly rope: { cos: Float32Array; sin: Float32Array } | undefined;
+  private keys = new Float32Array(0);
+  private values = new Float32Array(0);
 
   private constructor(
     private readonly session: ort.InferenceSession,
@@ -47,6 +51,7 @@ export class Engine {
     private readonly maxAdapters: number,
   ) {
     this.kv = new KvCache(config.layers, config.kvHeads, config.headDim, config.contextLength);
+    this.rope = session.outputNames.includes("new_qkv.0") ? ropeCaches(config) : undefined;
   }
 
   static async open(modelDir: string, opts: EngineOptions): Promise<Engine> {
@@ -201,7 +206,12 @@ export class Engine {
     const result = await this.session.run(feeds);
     const appendRows: AppendRow[] = rows.map((r, b) => ({ slot: slots[b]!, past: pasts[b]!, count: r.tokens.length }));
     for (let l = 0; l < this.config.layers; l++) {
-      this.kv.append(l, appendRows, S, result[`new_k.${l}`]!.data as Float32Array, result[`new_v.${l}`]!.data as Float32Array);
+      if (this.rope) {
+        const [k, v] = this.unpack(result[`new_qkv.${l}`]!.data as Float32Array, B * S, S, pasts);
+        this.kv.append(l, appendRows, S, k, v);
+      } else {
+        this.kv.append(l, appendRows, S, result[`new_k.${l}`]!.data as Float32Array, result[`new_v.${l}`]!.data as Float32Array);
+      }
     }
     const V = this.config.vocab;
     const logits = result.logits!.data as Float32Array;
@@ -209,6 +219,40 @@ export class Engine {
       this.kv.setLength(r.seq, pasts[b]! + r.tokens.length);
       out[r.index] = logits.slice(b * V, (b + 1) * V);
     });
+  }
+
+  /** k (rotated as GroupQueryAttention rotates it: rotate-half RoPE at position past + s) and v of
+   *  `tokens` = B*S tokens of packed q|k|v, each (B,S,KVN*D). */
+  private unpack(qkv: Float32Array, tokens: number, S: number, pasts: number[]): [Float32Array, Float32Array] {
+    const { heads, kvHeads, headDim } = this.config;
+    const width = kvHeads * headDim;
+    const stride = (heads + 2 * kvHeads) * headDim;
+    const half = headDim / 2;
+    const { cos, sin } = this.rope!;
+    if (this.keys.length < tokens * width) {
+      this.keys = new Float32Array(tokens * width);
+      this.values = new Float32Array(tokens * width);
+    }
+    const k = this.keys.subarray(0, tokens * width);
+    const v = this.values.subarray(0, tokens * width);
+    for (let t = 0; t < tokens; t++) {
+      const src = t * stride + heads * headDim;
+      v.set(qkv.subarray(src + width, src + 2 * width), t * width);
+      const pos = pasts[Math.floor(t / S)]! + (t % S);
+      for (let h = 0; h < kvHeads; h++) {
+        const from = src + h * headDim;
+        const to = t * width + h * headDim;
+        for (let i = 0; i < half; i++) {
+          const c = cos[pos * half + i]!;
+          const sn = sin[pos * half + i]!;
+          const x1 = qkv[from + i]!;
+          const x2 = qkv[from + half + i]!;
+          k[to + i] = x1 * c - x2 * sn;
+          k[to + half + i] = x2 * c + x1 * sn;
+        }
+      }
+    }
+    return [k, v];
   }
 
   private lora(rows: Row[]): Record<string, ort.Tensor> {

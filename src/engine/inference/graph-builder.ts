@@ -7,8 +7,10 @@
 //          lora.{l}.{group}.A f32 (LB,in,members·r) (groups q_k_v, o, gate_up, down) and
 //          lora.{l}.{proj}.B f32 (LB,r,out);
 //          use_lora bool []: false runs the base-model branch, which does not read the lora inputs.
-// Outputs: logits f32 (B,V) at each row's logits_idx; new_k.{l}/new_v.{l} f32 (B,S,KVN*D), the
-//          rotated keys and the values of the new tokens, which the engine appends to its cache.
+// Outputs: logits f32 (B,V) at each row's logits_idx; and per layer either new_qkv.{l} f32
+//          (B,S,(N+2KVN)*D), the packed q|k|v of the new tokens before RoPE (GroupQueryAttention
+//          rotates internally; the engine rotates k itself for its cache), or, for models with q/k
+//          norms (Qwen3), new_k.{l}/new_v.{l} f32 (B,S,KVN*D), the rotated keys and the values.
 // Projections that read the same input (q/k/v, gate/up) share one weight matrix (concatenated along
 // `out`, then Split), and so do their LoRA A matrices. int4 weights carry zero points (quant.ts).
 import { DataType, type InitializerSpec, type NodeSpec, type ValueInfoSpec, type AttrValue } from "./onnx-proto.js";
@@ -146,7 +148,7 @@ export class GraphBuilder {
    * input x: their weights are concatenated into one MatMulNBits (or MatMul), whose output is split
    * again, because one kernel call over the wider N costs much less than several small ones.
    */
-  private async linear(x: string, l: number, projs: Projection[]): Promise<string[]> {
+  private async linear(x: string, l: number, projs: Projection[], opts: { split?: boolean } = {}): Promise<string[]> {
     const inDim = projectionDims(this.cfg, projs[0]!)[0];
     const outDims = projs.map((p) => projectionDims(this.cfg, p)[1]);
     const N = outDims.reduce((a, b) => a + b, 0);
@@ -177,7 +179,7 @@ export class GraphBuilder {
       });
       y = this.one("Add", [y, bias!]);
     }
-    const split = (v: string) => (projs.length === 1 ? [v] : this.op("Split", [v, this.constInt64(`${name}.split`, outDims)], { axis: -1 }, { outputs: projs.length }));
+    const split = (v: string) => (projs.length === 1 || opts.split === false ? [v] : this.op("Split", [v, this.constInt64(`${name}.split`, outDims)], { axis: -1 }, { outputs: projs.length }));
     if (this.branch === "base") return split(y);
     // LoRA: x @ A once per group (the members' A side by side, lora.ts), split into equal rank
     // slices, @ B per projection (per-row inputs); the deltas concatenated like the weights and
@@ -226,6 +228,20 @@ export class GraphBuilder {
   private async attention(x: string, l: number, cos: string, sin: string): Promise<string> {
     const { cfg } = this;
     const prefix = `model.layers.${l}.self_attn`;
+    const pastDims = ["batch", cfg.kvHeads, "past", cfg.headDim];
+    if (!this.has(`${prefix}.q_norm.weight`)) {
+      // Packed q|k|v straight into GroupQueryAttention, which applies RoPE itself (positions from
+      // seqlens_k): no Split, no RotaryEmbedding nodes. The packed tensor is also the layer's
+      // output new_qkv.{l}; the engine takes k and v from it and rotates k for its cache.
+      const [qkv] = await this.linear(x, l, ["q", "k", "v"], { split: false });
+      const packed = this.rename(qkv!, this.branchName(`new_qkv.${l}`));
+      this.outputs.push({ name: `new_qkv.${l}`, type: DataType.FLOAT, dims: ["batch", "seq", (cfg.heads + 2 * cfg.kvHeads) * cfg.headDim] });
+      const pk = this.input(`past_key.${l}`, DataType.FLOAT, pastDims);
+      const pv = this.input(`past_value.${l}`, DataType.FLOAT, pastDims);
+      const [attn] = this.op("GroupQueryAttention", [packed, "", "", pk, pv, "seqlens_k", "total_sequence_length", cos, sin],
+        { num_heads: cfg.heads, kv_num_heads: cfg.kvHeads, do_rotary: 1, rotary_interleaved: 0 }, { domain: "com.microsoft", outputs: 3 });
+      return (await this.linear(attn!, l, ["o"]))[0]!;
+    }
     let [q, k, v] = (await this.linear(x, l, ["q", "k", "v"])) as [string, string, string];
     if (this.has(`${prefix}.q_norm.weight`)) {
       q = await this.headNorm(q, `${prefix}.q_norm.weight`, cfg.heads);
@@ -238,7 +254,6 @@ export class GraphBuilder {
     const kvDim = cfg.kvHeads * cfg.headDim;
     this.outputs.push({ name: `new_k.${l}`, type: DataType.FLOAT, dims: ["batch", "seq", kvDim] });
     this.outputs.push({ name: `new_v.${l}`, type: DataType.FLOAT, dims: ["batch", "seq", kvDim] });
-    const pastDims = ["batch", cfg.kvHeads, "past", cfg.headDim];
     const pk = this.input(`past_key.${l}`, DataType.FLOAT, pastDims);
     const pv = this.input(`past_value.${l}`, DataType.FLOAT, pastDims);
     const [attn] = this.op("GroupQueryAttention", [q, k, v, pk, pv, "seqlens_k", "total_sequence_length"],
