@@ -28,6 +28,8 @@
 // agree for a while; a wrong LoRA conversion diverges at once). Greedy agreement of ours with
 // transformers is printed, not checked (int4 re-quantizes the Q4_1 weights).
 //
+// Goals: one stream ≥ 1.5× llama.cpp (decode); eight adapters ≥ 90% of eight on one; eight
+// fine-tunes ≥ 3× llama.cpp (total tok/s); each engine at its best thread count.
 // Knobs: BENCH_TOKENS (128), BENCH_RUNS (3), BENCH_THREADS ("1,2"), BENCH_STREAMS (8), BENCH_SPIN
 // ("1": ours as with OPENFT_SERVING_SPIN=true),
 // BENCH_ENGINES ("ours,llama,hf"). Exit status 1 when a goal or a check fails.
@@ -57,7 +59,10 @@ const SPIN = process.env.BENCH_SPIN === "1";
 const WARMUP_TOKENS = Math.min(TOKENS, 16);
 const MESSAGES = [{ role: "user" as const, content: "Write a short story about a lighthouse keeper who finds a message in a bottle." }];
 
-const GOAL_SINGLE = 1; // ours one stream decode tok/s ≥ llama.cpp's
+// ours one stream decode tok/s ≥ 1.5× llama.cpp's: the issue asks for "at least as fast", then
+// raises it ("a bare ONNX Runtime probe reached 120-160 tokens/s, so the one-stream goal is at
+// least 1.5× llama.cpp"); the stricter one is checked.
+const GOAL_SINGLE = 1.5;
 const GOAL_MIXED = 0.9; // eight adapters ≥ 90% of eight on one
 const GOAL_FINETUNES = 3; // eight fine-tunes ≥ 3× llama.cpp's
 
@@ -422,7 +427,7 @@ async function main(): Promise<void> {
       if (!met) failures.push(`goal ${name}`);
       console.log(`goal ${name}: ${met ? "met" : "NOT met"} — ${f1(med(ours.res, k))} vs ${f1(med(peer.res, k))} tok/s = ${ratio.toFixed(2)}x (target ${target}x; ours t=${ours.threads}, other t=${peer.threads})`);
     };
-    goal("one stream ≥ llama.cpp (decode)", best("ours int4", "single", "decodeTps"), best("llama.cpp", "single", "decodeTps"), "decodeTps", GOAL_SINGLE);
+    goal("one stream ≥ 1.5x llama.cpp (decode)", best("ours int4", "single", "decodeTps"), best("llama.cpp", "single", "decodeTps"), "decodeTps", GOAL_SINGLE);
     goal(`${STREAMS} adapters ≥ 90% of ${STREAMS} on one (total)`, best("ours int4", "distinct", "totalTps"), best("ours int4", "same", "totalTps"), "totalTps", GOAL_MIXED);
     goal(`${STREAMS} fine-tunes ≥ 3x llama.cpp (total)`, best("ours int4", "distinct", "totalTps"), best("llama.cpp", "lora", "totalTps"), "totalTps", GOAL_FINETUNES);
     if (failures.length > 0) {
