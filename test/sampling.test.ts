@@ -66,6 +66,12 @@ test("choice text holds back half characters and possible stop prefixes, and cut
   for (const b of ids("so E")) u.push(b);
   assert.equal(u.flush(), "E", "held-back text is released at the end");
   assert.equal(u.text, "so E");
+  // A stop whose next character arrives in pieces: its prefix stays held behind the half character.
+  const w = new ChoiceText(decoder, ["xé"]);
+  const streamed = ids("axéb").map((b) => w.push(b)).join("");
+  assert.equal(streamed, "a");
+  assert.ok(w.stopped);
+  assert.equal(w.text, "a");
 });
 
 test("choice text decodes incrementally: the same text as decoding everything, in linear work", () => {

@@ -79,9 +79,10 @@ export class ChoiceText {
 
   private firstStop(text: string): number {
     let best = -1;
-    // A stop can only newly appear in the tail that the last token touched, but the decoded text of
-    // earlier tokens may shift slightly, so search from a little before what was already released.
-    const from = Math.max(0, this.emitted.length - 1);
+    // Nothing released can begin a stop (heldBack keeps every stop prefix back), so a stop can
+    // only start in the tail; search from a whole stop's length before what was released.
+    const longest = Math.max(0, ...this.stops.map((s) => s.length));
+    const from = Math.max(0, this.emitted.length - longest);
     for (const stop of this.stops) {
       const at = text.indexOf(stop, from);
       if (at !== -1 && (best === -1 || at < best)) best = at;
@@ -89,20 +90,22 @@ export class ChoiceText {
     return best;
   }
 
-  /** Characters at the end that must wait: a trailing replacement character (an incomplete UTF-8
-   *  sequence) or the longest suffix that is a proper prefix of a stop sequence. */
+  /** Characters at the end that must wait: trailing replacement characters (an incomplete UTF-8
+   *  sequence) and, before them, the longest suffix that is a proper prefix of a stop sequence
+   *  (the incomplete character may be the stop's next one). */
   private heldBack(text: string): number {
-    let hold = 0;
-    while (hold < text.length && text[text.length - 1 - hold] === "\uFFFD") hold++;
-    if (hold > 0) return hold;
+    let end = text.length;
+    while (end > 0 && text[end - 1] === "\uFFFD") end--;
+    const whole = text.slice(0, end);
+    let prefix = 0;
     for (const stop of this.stops) {
-      for (let k = Math.min(stop.length - 1, text.length); k > hold; k--) {
-        if (text.endsWith(stop.slice(0, k))) {
-          hold = k;
+      for (let k = Math.min(stop.length - 1, whole.length); k > prefix; k--) {
+        if (whole.endsWith(stop.slice(0, k))) {
+          prefix = k;
           break;
         }
       }
     }
-    return hold;
+    return text.length - end + prefix;
   }
 }
