@@ -39,7 +39,7 @@ interface Row {
 export class Engine {
   private readonly adapters = new Map<string, Adapter>();
   private readonly kv: KvCache;
-  private loraCache: { key: string; feeds: Record<string, ort.Tensor> } | undefined;
+  private loraCache: { key: string; feeds: Record<string, ort.Tensor>; stacked: Float32Array[] } | undefined;
   /** Layers output packed q|k|v before RoPE (graph-builder): the cos/sin tables to rotate k with. */
   private readonly rope: { cos: Float32Array; sin: Float32Array } | undefined;
   private keys = new Float32Array(0);
@@ -259,10 +259,22 @@ export class Engine {
     // Decode batches repeat the same composition step after step: reuse the stacked tensors.
     const key = rows.map((r) => r.adapterKey ?? "").join("\0");
     if (this.loraCache?.key === key) return this.loraCache.feeds;
+    // A new composition restacks into the previous one's arrays where sizes match: fresh memory
+    // costs page faults on every first touch (8 distinct adapters of SmolLM2: 152 MB per stack).
+    const spare = new Map<number, Float32Array[]>();
+    for (const a of this.loraCache?.stacked ?? []) spare.set(a.length, [...(spare.get(a.length) ?? []), a]);
+    const stacked: Float32Array[] = [];
+    const alloc = (n: number) => {
+      const reused = spare.get(n)?.pop();
+      const a = reused ? reused.fill(0) : new Float32Array(n);
+      stacked.push(a);
+      return a;
+    };
+    this.loraCache = undefined;
     const feeds: Record<string, ort.Tensor> = {};
-    const raw: Record<string, LoraFeed> = loraFeeds(this.config, rows.map((r) => r.adapter));
+    const raw: Record<string, LoraFeed> = loraFeeds(this.config, rows.map((r) => r.adapter), alloc);
     for (const [name, f] of Object.entries(raw)) feeds[name] = new ort.Tensor("float32", f.data, f.dims);
-    this.loraCache = { key, feeds };
+    this.loraCache = { key, feeds, stacked };
     return feeds;
   }
 

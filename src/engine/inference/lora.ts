@@ -112,8 +112,9 @@ export async function loadAdapter(dir: string, cfg: ModelConfig): Promise<Adapte
 
 const EMPTY = new Float32Array(0);
 
-/** The lora.{l}.{group}.A and lora.{l}.{proj}.B feeds for a batch whose row i uses rows[i] (null = base model). */
-export function loraFeeds(cfg: ModelConfig, rows: (Adapter | null)[]): Record<string, LoraFeed> {
+/** The lora.{l}.{group}.A and lora.{l}.{proj}.B feeds for a batch whose row i uses rows[i] (null =
+ *  base model). Stacked arrays come from `alloc`, which must return zeroed arrays. */
+export function loraFeeds(cfg: ModelConfig, rows: (Adapter | null)[], alloc: (n: number) => Float32Array = (n) => new Float32Array(n)): Record<string, LoraFeed> {
   const feeds: Record<string, LoraFeed> = {};
   const distinct = new Set(rows);
   for (let l = 0; l < cfg.layers; l++) {
@@ -134,9 +135,10 @@ export function loraFeeds(cfg: ModelConfig, rows: (Adapter | null)[]): Record<st
         projs.forEach((p, i) => (feeds[`lora.${l}.${p}.B`] = { dims: [1, rank, projectionDims(cfg, p)[1]], data: g.b[i]! }));
       } else {
         const n = rows.length;
-        const a = new Float32Array(n * inDim * width);
+        const a = alloc(n * inDim * width);
         gs.forEach((g, row) => {
           if (!g) return;
+          if (g.rank === rank) return a.set(g.a, row * inDim * width); // the same layout: one copy
           // member i's columns move from i*g.rank to i*rank; the extra columns stay zero
           for (let x = 0; x < inDim; x++) {
             for (let i = 0; i < projs.length; i++) {
@@ -148,7 +150,7 @@ export function loraFeeds(cfg: ModelConfig, rows: (Adapter | null)[]): Record<st
         feeds[`lora.${key}.A`] = { dims: [n, inDim, width], data: a };
         projs.forEach((p, i) => {
           const outDim = projectionDims(cfg, p)[1];
-          const b = new Float32Array(n * rank * outDim);
+          const b = alloc(n * rank * outDim);
           gs.forEach((g, row) => g && b.set(g.b[i]!, row * rank * outDim)); // rows beyond g.rank stay zero
           feeds[`lora.${l}.${p}.B`] = { dims: [n, rank, outDim], data: b };
         });
