@@ -4,23 +4,19 @@
 // cancel mid-training; a model the trainer cannot load fails the job with a readable error.
 import assert from "node:assert/strict";
 import { waitForStatus } from "./helpers/jobs.js";
-import { execFile } from "node:child_process";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
 import OpenAI, { toFile } from "openai";
 import { ROOT, startServer, type TestServer } from "./helpers/server.js";
+import { buildTinyModel } from "./helpers/tiny-weights.js";
 
 const example = (i: number) =>
   JSON.stringify({ messages: [{ role: "user", content: `What is the secret word? (${i})` }, { role: "assistant", content: "banana" }] });
 const jsonl = (n: number) => Array.from({ length: n }, (_, i) => example(i)).join("\n") + "\n";
 
-async function buildTinyLlama(dir: string): Promise<void> {
-  const code = "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from tiny_models import build; build('llama', Path(sys.argv[2]))";
-  await promisify(execFile)(path.join(ROOT, ".venv/bin/python"), ["-c", code, path.join(ROOT, "test/trainer"), dir], { env: { PATH: process.env.PATH ?? "", HF_HUB_OFFLINE: "1" } });
-}
+const buildTinyLlama = (dir: string) => buildTinyModel("llama", dir);
 
 describe("end to end with the real trainer", () => {
   let server: TestServer;
