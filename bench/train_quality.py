@@ -1,7 +1,7 @@
 """Training quality: SmolLM2-135M-Instruct before and after a fine-tuning job on a task the bench
 makes itself, scored on held-out items; plus a few fixed general questions before and after.
 
-    .venv/bin/python bench/train_quality.py [--train 160] [--heldout 40] [--epochs 2]
+    .venv/bin/python bench/train_quality.py [--train 160] [--heldout 40] [--epochs 2] [--rehearsal 32]
 
 The task: a strict answer format whose content comes from the prompt. The user gives an order
 note in free text ("Maria Lopez bought 3 lamps on May 17."); the answer must be exactly one JSON
@@ -9,6 +9,13 @@ line in a fixed field order, with the name reordered:
     {"customer": "Lopez, Maria", "item": "lamps", "quantity": 3, "date": "May 17"}
 Held-out notes use different name, item, quantity and date combinations (and sentence shapes
 seen in training). Score: exact match of the whole answer (whitespace-trimmed).
+
+Forgetting: fine-tuning on one narrow format alone made the model answer an unrelated question
+("How many days are there in a week?") in the order JSON. The bench uses the standard remedy,
+rehearsal: the training file also holds general chats (REHEARSAL, a lone user message each, as the
+general questions are asked) answered by the base model itself, greedily, at bench time; answers
+that do not end within 160 tokens are dropped. The four scored GENERAL questions are never among
+them (asserted). `--rehearsal 0` trains on the task alone.
 
 The job runs as the worker runs it: a spec.json like src/engine/worker/trainer-runner.ts writes,
 then `python -m openft_trainer spec.json`. Scoring uses transformers' greedy generation, the
@@ -51,6 +58,22 @@ GENERAL = [("What is the capital of France?", ["paris"]),
            ("How many days are there in a week?", ["seven", "7"]),
            ("What color is the sky on a clear day?", ["blue"]),
            ("Which animal says 'moo'?", ["cow"])]
+# Rehearsal prompts: everyday questions and requests, none of them a GENERAL question (checked in
+# rehearsal_rows); the base model answers them itself at bench time.
+REHEARSAL = ["What is the largest planet in our solar system?", "How many legs does a spider have?",
+             "What do bees make?", "What is the boiling point of water in Celsius?",
+             "Who wrote 'Romeo and Juliet'?", "What is the opposite of 'hot'?", "Name three primary colors.",
+             "What gas do plants take in from the air?", "How many hours are there in a day?",
+             "What is the tallest animal in the world?", "What is 12 plus 15?", "Give me a synonym for 'happy'.",
+             "What is the freezing point of water in Fahrenheit?", "Which ocean is the largest?",
+             "What language is mainly spoken in Brazil?", "What is the chemical symbol for gold?",
+             "How many continents are there?", "What do you call a baby cat?", "What is the square root of 81?",
+             "Which planet is known as the Red Planet?", "Write one sentence about autumn.",
+             "What is the main ingredient of guacamole?", "What instrument has 88 keys?",
+             "How many minutes are in an hour?", "What is the capital of Japan?", "Translate 'thank you' into Spanish.",
+             "What shape has three sides?", "Why do we need sleep?", "What is photosynthesis, in one sentence?",
+             "Suggest a name for a pet goldfish.", "What is the currency of the United Kingdom?",
+             "How many sides does a hexagon have?"]
 
 
 def item(rng: random.Random) -> tuple[str, str]:
@@ -78,7 +101,9 @@ def chat(note: str, answer: str | None = None) -> list[dict]:
     return msgs + ([{"role": "assistant", "content": answer}] if answer is not None else [])
 
 
-def generate(model, tok, conversations: list[list[dict]], max_new_tokens: int, batch: int = 16) -> list[str]:
+def generate(model, tok, conversations: list[list[dict]], max_new_tokens: int, batch: int = 16,
+             finished: list[bool] | None = None) -> list[str]:
+    """Greedy answers; `finished` (if given) gets whether each answer ended with end-of-turn."""
     import torch
 
     tok.padding_side = "left"
@@ -92,8 +117,25 @@ def generate(model, tok, conversations: list[list[dict]], max_new_tokens: int, b
         with torch.no_grad():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        outs += [tok.decode(g[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for g in gen]
+        new_tokens = [g[enc["input_ids"].shape[1]:] for g in gen]
+        outs += [tok.decode(g, skip_special_tokens=True).strip() for g in new_tokens]
+        if finished is not None:
+            finished += [bool((g == tok.eos_token_id).any()) for g in new_tokens]
     return outs
+
+
+def rehearsal_rows(model, tok, n: int) -> list[dict]:
+    """The standard remedy for forgetting: general chats answered by the base model itself (greedy,
+    the scoring's format: a lone user message), mixed into the training file. Answers that do not
+    end within 160 tokens are left out (training on a cut-off answer would teach cutting off)."""
+    prompts = REHEARSAL[:n]
+    scored = {q for q, _ in GENERAL}
+    assert not scored & set(prompts), "a scored general question must never be trained on"
+    done: list[bool] = []
+    answers = generate(model, tok, [[{"role": "user", "content": q}] for q in prompts], max_new_tokens=160,
+                       batch=8, finished=done)
+    return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            for q, a, ok in zip(prompts, answers, done) if ok and a]
 
 
 def score(model, tok, heldout, label: str) -> dict:
@@ -113,6 +155,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr-multiplier", type=float, default=2.0)
+    ap.add_argument("--rehearsal", type=int, default=len(REHEARSAL),
+                    help=f"general chats answered by the base model mixed into the training file (0-{len(REHEARSAL)})")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the job and the scoring")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
@@ -124,9 +168,24 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="openft-train-quality-"))
     work.mkdir(parents=True, exist_ok=True)
     train, heldout = make_sets(args.train, args.heldout)
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tok = AutoTokenizer.from_pretrained(SMOLLM2, local_files_only=True)
+    base = AutoModelForCausalLM.from_pretrained(SMOLLM2, dtype=torch.float32, local_files_only=True).eval()
+    t0 = time.perf_counter()
+    rehearsal = rehearsal_rows(base, tok, args.rehearsal) if args.rehearsal else []
+    print(f"rehearsal: {len(rehearsal)} of {min(args.rehearsal, len(REHEARSAL))} general chats answered by the "
+          f"base model in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     with open(work / "train.jsonl", "w") as f:
         for note, answer in train:
             f.write(json.dumps({"messages": chat(note, answer)}) + "\n")
+        for row in rehearsal:
+            f.write(json.dumps(row) + "\n")
 
     # the spec the worker writes (trainer-runner.ts), for a job with these hyperparameters
     spec = {"base_model_dir": str(SMOLLM2), "train_file": str(work / "train.jsonl"), "validation_file": None,
@@ -136,7 +195,8 @@ def main() -> None:
             "seed": 42, "device": "auto"}
     (work / "spec.json").write_text(json.dumps(spec, indent=2))
     t0 = time.perf_counter()
-    print(f"training: {len(train)} examples, {args.epochs} epochs, batch {args.batch_size} ...", file=sys.stderr)
+    print(f"training: {len(train)} task + {len(rehearsal)} rehearsal examples, {args.epochs} epochs, "
+          f"batch {args.batch_size} ...", file=sys.stderr)
     proc = subprocess.run([sys.executable, "-m", "openft_trainer", str(work / "spec.json")], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src" / "engine" / "trainer")})
     (work / "trainer.stderr.log").write_text(proc.stderr)
@@ -147,20 +207,15 @@ def main() -> None:
     train_s = time.perf_counter() - t0
     losses = [e["train_loss"] for e in events if e["type"] == "metrics"]
 
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(SMOLLM2, local_files_only=True)
-    base = AutoModelForCausalLM.from_pretrained(SMOLLM2, dtype=torch.float32, local_files_only=True).eval()
     before = score(base, tok, heldout, "the base model")
     tuned = PeftModel.from_pretrained(base, done["adapter_dir"]).eval()
     after = score(tuned, tok, heldout, "the fine-tuned model")
 
     print(f"\nTraining quality: SmolLM2-135M-Instruct (real weights), LoRA via `python -m openft_trainer` "
-          f"({len(train)} train examples, {args.epochs} epochs, batch {args.batch_size}, "
+          f"({len(train)} task + {len(rehearsal)} rehearsal train examples, {args.epochs} epochs, batch {args.batch_size}, "
           f"lr multiplier {args.lr_multiplier}; {len(losses)} steps, {done['trained_tokens']} trained tokens, "
-          f"train loss {losses[0]:.3f} -> {losses[-1]:.3f}, job {train_s:.0f} s on {os.cpu_count()} CPU cores)")
+          f"train loss {losses[0]:.3f} -> {losses[-1]:.3f}, job {train_s:.0f} s on {os.cpu_count()} CPU cores, "
+          f"threads {args.threads or 'torch default'})")
     names = ["torch", "transformers", "peft", "tokenizers"]
     print("peers: " + ", ".join(f"{n} {metadata.version(n)}" for n in names) + " (greedy generate, peft adapter)")
     print(f"task: order note -> one exact JSON line; {len(heldout)} held-out notes, exact match\n")
