@@ -17,6 +17,8 @@ export type FinishReason = "stop" | "length";
 
 export interface ChoiceEvent {
   readonly index: number;
+  /** The token generated (a stop token when finish is "stop" and nothing else came with it). */
+  readonly token: number;
   /** Text released by this token (may be ""). */
   readonly delta: string;
   /** Logprobs of the tokens behind this event (empty without logprobs, or for a stop token). */
@@ -229,7 +231,7 @@ export class Scheduler {
     const logged = s.logprob === undefined ? [] : [{ id: s.id, logprob: s.logprob, top: s.top ?? [] }];
     if (p.req.stopTokenIds.has(s.id)) {
       c.finish = "stop";
-      p.req.onEvent({ index: c.index, delta: c.text.flush(), logprobs: [], finish: "stop" });
+      p.req.onEvent({ index: c.index, token: s.id, delta: c.text.flush(), logprobs: [], finish: "stop" });
       return;
     }
     const delta = c.text.push(s.id);
@@ -238,7 +240,7 @@ export class Scheduler {
     if (c.text.stopped) c.finish = "stop";
     else if (c.generated >= p.req.maxTokens || room <= 0) c.finish = "length";
     const tail = c.finish ? delta + c.text.flush() : delta;
-    p.req.onEvent({ index: c.index, delta: tail, logprobs: logged, ...(c.finish ? { finish: c.finish } : {}) });
+    p.req.onEvent({ index: c.index, token: s.id, delta: tail, logprobs: logged, ...(c.finish ? { finish: c.finish } : {}) });
   }
 
   /** Frees finished choices and resolves finished requests. */
