@@ -31,7 +31,7 @@
 // Goals: one stream ≥ 1.5× llama.cpp (decode); eight adapters ≥ 90% of eight on one; eight
 // fine-tunes ≥ 3× llama.cpp (total tok/s); each engine at its best thread count.
 // Knobs: BENCH_TOKENS (128), BENCH_RUNS (3), BENCH_THREADS ("1,2"), BENCH_STREAMS (8), BENCH_SPIN
-// ("1": ours as with OPENFT_SERVING_SPIN=true),
+// ("1", the default: ours as with OPENFT_SERVING_SPIN=true; "0": off),
 // BENCH_ENGINES ("ours,llama,hf"). Exit status 1 when a goal or a check fails.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -54,8 +54,9 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const THREADS = (process.env.BENCH_THREADS ?? "1,2").split(",").map(Number);
 const STREAMS = Number(process.env.BENCH_STREAMS ?? 8);
 const ENGINES = new Set((process.env.BENCH_ENGINES ?? "ours,llama,hf").split(","));
-// ours with OPENFT_SERVING_SPIN's setting: ONNX Runtime's threads spin between ops (t > 1 only)
-const SPIN = process.env.BENCH_SPIN === "1";
+// ours with OPENFT_SERVING_SPIN's setting (default on, as the server): ONNX Runtime's threads
+// spin between ops (t > 1 only)
+const SPIN = (process.env.BENCH_SPIN ?? "1") === "1";
 const WARMUP_TOKENS = Math.min(TOKENS, 16);
 const MESSAGES = [{ role: "user" as const, content: "Write a short story about a lighthouse keeper who finds a message in a bottle." }];
 
@@ -294,7 +295,7 @@ async function main(): Promise<void> {
   const stopIds = [...tokenizer.stopTokenIds];
   const tmp = await mkdtemp(path.join(os.tmpdir(), "openft-bench-serve-"));
   const log = (s: string) => process.stderr.write(`${s}\n`);
-  log(`bench:serve  SmolLM2-135M-Instruct  prompt ${promptIds.length} tokens, ${TOKENS} generated, ${RUNS} runs, threads ${THREADS.join(",")}, ${STREAMS} streams, ${os.cpus().length} CPUs${SPIN ? ", ours spinning" : ""}`);
+  log(`bench:serve  SmolLM2-135M-Instruct  prompt ${promptIds.length} tokens, ${TOKENS} generated, ${RUNS} runs, threads ${THREADS.join(",")}, ${STREAMS} streams, ${os.cpus().length} CPUs, ours ${SPIN ? "spinning" : "not spinning"}`);
   try {
     const t = performance.now();
     const made = spawnSync(PYTHON, [PEERS_PY, "adapters", MODEL_DIR, path.join(tmp, "adapters"), "--n", String(STREAMS)], { cwd: ROOT, encoding: "utf8" });

@@ -28,8 +28,9 @@ const envSchema = z.object({
   OPENFT_SERVING_MODE: z.enum(["int4", "fp32"]).default("int4"),
   OPENFT_SERVING_THREADS: z.coerce.number().int().min(1).max(256).default(2),
   // ONNX Runtime's worker threads spin between ops instead of sleeping (faster steps with more
-  // than one thread on otherwise idle cores; they still sleep once the model is idle).
-  OPENFT_SERVING_SPIN: bool.default(false),
+  // than one thread; they spin only briefly once the model is idle). Off for a machine whose
+  // other cores are busy with something else.
+  OPENFT_SERVING_SPIN: bool.default(true),
   OPENFT_SERVING_MAX_BATCH: z.coerce.number().int().min(1).max(256).default(16),
   OPENFT_SERVING_MAX_QUEUE: z.coerce.number().int().min(1).default(256),
   OPENFT_SERVING_MAX_ADAPTERS: z.coerce.number().int().min(1).default(64),

@@ -14,7 +14,9 @@ export interface EngineOptions {
   mode?: WeightMode;
   threads?: number;
   maxAdapters?: number;
-  /** ORT's session.intra_op.allow_spinning; off by default so an idle server burns no CPU. */
+  /** ORT's session.intra_op.allow_spinning: pool threads spin between ops instead of sleeping
+   *  (SmolLM2 int4, 2 threads: +12-13% tok/s for 1 and 8 streams); they spin only briefly once
+   *  idle (33 ms of CPU in 3 s idle after a burst of steps). Default true. */
   spinning?: boolean;
 }
 
@@ -61,7 +63,7 @@ export class Engine {
       interOpNumThreads: 1,
       executionMode: "sequential",
       graphOptimizationLevel: "all",
-      extra: { session: { intra_op: { allow_spinning: opts.spinning ? "1" : "0" } } },
+      extra: { session: { intra_op: { allow_spinning: opts.spinning === false ? "0" : "1" } } },
     });
     return new Engine(session, config, opts.maxAdapters ?? 64);
   }

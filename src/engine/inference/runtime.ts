@@ -15,7 +15,7 @@ export interface OpenOptions {
   mode?: WeightMode;
   /** ORT intra-op threads (default 2) */
   threads?: number;
-  /** ORT's intra-op threads spin between ops rather than sleep (default false) */
+  /** ORT's intra-op threads spin between ops rather than sleep (default true) */
   spinning?: boolean;
   /** adapters kept loaded, least recently used evicted first (default 64) */
   maxAdapters?: number;
@@ -106,7 +106,7 @@ class WorkerRuntime implements ModelRuntime {
 
 /** Converts the model folder on first use (cached under cacheDir) and starts its worker. */
 export async function openRuntime(modelDir: string, opts: OpenOptions): Promise<ModelRuntime> {
-  const init: WorkerInit = { modelDir, opts: { cacheDir: opts.cacheDir, mode: opts.mode ?? "int4", threads: opts.threads ?? 2, spinning: opts.spinning ?? false, maxAdapters: opts.maxAdapters ?? 64 } };
+  const init: WorkerInit = { modelDir, opts: { cacheDir: opts.cacheDir, mode: opts.mode ?? "int4", threads: opts.threads ?? 2, spinning: opts.spinning ?? true, maxAdapters: opts.maxAdapters ?? 64 } };
   const worker = new Worker(new URL("./session-worker.js", import.meta.url), { workerData: init });
   const ready = await new Promise<{ vocabSize: number; contextLength: number }>((resolve, reject) => {
     const onMessage = (reply: Reply) => {
