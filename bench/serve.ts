@@ -160,12 +160,11 @@ async function childOurs(spec: Spec): Promise<ChildResult> {
     const stopTokenIds = new Set(spec.stopIds);
     const once = async (tokens: number): Promise<Run> => {
       const streams = keys.map(() => ({ times: [] as number[], ids: [] as number[] }));
-      const decoders = streams.map(() => ({ decode: (ids: readonly number[]) => tokenizer.decode(ids) }));
       const t0 = performance.now();
       await Promise.all(keys.map((adapter, i) =>
         scheduler.generate({
           promptIds: spec.promptIds, adapter, n: 1, maxTokens: tokens, stopTokenIds, stops: [], sampling, seed: 0n,
-          decoder: decoders[i]!, onEvent: (e) => (streams[i]!.times.push(performance.now()), streams[i]!.ids.push(e.token)),
+          decoder: tokenizer, onEvent: (e) => (streams[i]!.times.push(performance.now()), streams[i]!.ids.push(e.token)),
         })));
       return summarize(t0, streams);
     };

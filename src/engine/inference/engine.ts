@@ -264,7 +264,11 @@ export class Engine {
     // A new composition restacks into the previous one's arrays where sizes match: fresh memory
     // costs page faults on every first touch (8 distinct adapters of SmolLM2: 152 MB per stack).
     const spare = new Map<number, Float32Array[]>();
-    for (const a of this.loraCache?.stacked ?? []) spare.set(a.length, [...(spare.get(a.length) ?? []), a]);
+    for (const a of this.loraCache?.stacked ?? []) {
+      const same = spare.get(a.length);
+      if (same) same.push(a);
+      else spare.set(a.length, [a]);
+    }
     const stacked: Float32Array[] = [];
     const alloc = (n: number) => {
       const reused = spare.get(n)?.pop();

@@ -11,7 +11,7 @@ import type { ModelConfig } from "./model-config.js";
 import { transpose } from "./quant.js";
 import { openWeights, readTensor } from "./safetensors.js";
 
-export interface LoraModule {
+interface LoraModule {
   rank: number;
   a: Float32Array; // (in, rank)
   b: Float32Array; // (rank, out), scaling folded in
