@@ -12,12 +12,31 @@ export interface TrainerDoubleOptions {
   readonly failAtStep?: number;
   /** Called at every step (tests use it to act mid-run). */
   readonly onStep?: (jobId: string, step: number) => void;
+  /**
+   * After this step, wait (up to 30 s) for a stop request before going on, as if the step took
+   * that long: a test that pauses or cancels at this step sees the run stop right there, however
+   * slowly the heartbeat that carries the request arrives on a loaded machine.
+   */
+  readonly holdAtStep?: number;
 }
 
 async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   let s = "";
   for await (const chunk of stream) s += chunk.toString();
   return s;
+}
+
+function untilAborted(signal: AbortSignal, ms: number): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done);
+  });
 }
 
 export class TrainerDouble implements Runner {
@@ -54,6 +73,7 @@ export class TrainerDouble implements Runner {
       const loss = 2 / (1 + step);
       await client.events(id, [{ type: "metrics", message: `Step ${step}/${total}: training loss=${loss.toFixed(2)}`, data: { step, train_loss: loss, train_mean_token_accuracy: step / total, total_steps: total } }], { step, total_steps: total, steps_per_second: 50 });
       ctx.setProgress({ step, total_steps: total, steps_per_second: 50 });
+      if (step === this.opts.holdAtStep) await untilAborted(ctx.signal, 30_000);
       if (step % perEpoch === 0) await checkpoint(step);
     }
     for (const [name, body] of [["adapter_config.json", JSON.stringify({ peft_type: "LORA", r: 16 })], ["adapter_model.safetensors", "final-weights"]] as const) {
