@@ -127,3 +127,28 @@ test("scheduler: a request whose text cannot be decoded fails alone; the others 
   assert.equal(done.completionTokens, 4);
   assert.equal(done.choices[0]!.finish, "length");
 });
+
+test("scheduler: requests submitted together are prefilled in one step, then decoded together", async () => {
+  // StepRecorderDouble: records each step's (seq, token count) and returns flat logits.
+  const seen: { seq: number; tokens: number }[][] = [];
+  const StepRecorderDouble: StepRuntime = {
+    contextLength: 64,
+    step: async (items) => {
+      seen.push(items.map((it) => ({ seq: it.seq, tokens: it.tokens.length })));
+      return items.map(() => new Float32Array(5));
+    },
+    fork: async () => undefined,
+    loadAdapter: async () => undefined,
+    free: () => undefined,
+  };
+  const scheduler = new Scheduler(StepRecorderDouble, 8);
+  const request = () => scheduler.generate({
+    promptIds: [1, 2, 3], adapter: null, n: 1, maxTokens: 3, stopTokenIds: new Set(), stops: [],
+    sampling: params({ temperature: 0 }), seed: 0n, decoder: { decode: (ids) => ids.join(",") }, onEvent: () => undefined,
+  });
+  const done = await Promise.all([request(), request(), request()]);
+  assert.deepEqual(done.map((d) => d.completionTokens), [3, 3, 3]);
+  assert.equal(seen.length, 3, "one prefill step and two decode steps");
+  assert.deepEqual(seen[0]!.map((s) => s.tokens), [3, 3, 3]);
+  for (const step of seen.slice(1)) assert.deepEqual(step.map((s) => s.tokens), [1, 1, 1]);
+});

@@ -121,6 +121,9 @@ export class Scheduler {
     if (this.looping) return;
     this.looping = true;
     try {
+      // Let the rest of this turn of the event loop submit too: requests that arrive together
+      // are prefilled in one batch, not the first alone and the others one step later.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       // stepOnce settles (drops finished and failed requests) on every path, so this ends as
       // soon as nothing is left; it never spins on requests that can make no progress.
       while (this.waiting.length > 0 || this.running.length > 0) await this.stepOnce();
