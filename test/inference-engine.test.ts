@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
-import { dequantizeInt4, quantizeInt4 } from "../src/engine/inference/quant.js";
+import { dequantizeInt4, quantizeInt4, quantizeInt8 } from "../src/engine/inference/quant.js";
 import { KvCache } from "../src/engine/inference/kv-cache.js";
 import { openRuntime, type ModelRuntime } from "../src/engine/inference/runtime.js";
 import { projectRoot } from "../src/project-root.js";
@@ -31,7 +31,8 @@ function cases(): Case[] {
   const out: Case[] = [];
   for (const kind of KINDS) {
     out.push({ name: `${kind}/A`, model: kind, adapter: null, tokens: SEQ_A }, { name: `${kind}/B`, model: kind, adapter: null, tokens: SEQ_B });
-    // transformers with the engine's int4 weights dequantized (same block-32 q4_0 rounding)
+    // transformers with the engine's int4 weights dequantized (same block-32 rounding) and its
+    // 8-bit output head mirrored (weights and activations)
     out.push({ name: `${kind}:int4/A`, model: kind, adapter: null, tokens: SEQ_A, int4: true }, { name: `${kind}:int4/B`, model: kind, adapter: null, tokens: SEQ_B, int4: true });
   }
   out.push({ name: "llama+X/A", model: "llama", adapter: "X", tokens: SEQ_A }, { name: "llama+Y/B", model: "llama", adapter: "Y", tokens: SEQ_B });
@@ -190,7 +191,7 @@ describe("inference engine", () => {
   });
 
   for (const kind of KINDS) {
-    test(`${kind} int4 matches its dequantized weights; its distance to fp32`, async () => {
+    test(`${kind} int4 (8-bit output head) matches its dequantized weights; its distance to fp32`, async () => {
       const rt = await openRuntime(modelDir(kind), { cacheDir: cacheDir(), mode: "int4" });
       try {
         // The only difference left against dequantized weights is accuracy_level 4's int8 activations.
@@ -310,6 +311,28 @@ describe("int4 quantizer", () => {
         assert.ok(err <= symErr * (1 + 1e-9) + 1e-12, `row ${row} block ${b}: ${err} > symmetric ${symErr}`);
       }
     }
+  });
+});
+
+describe("int8 quantizer (the output head)", () => {
+  test("one scale per output row, within half a step of every weight, transposed for MatMulInteger", () => {
+    const n = 5;
+    const k = 7;
+    const w = Float32Array.from({ length: n * k }, (_, i) => Math.sin(i * 1.7) * (1 + (i % 3)) * 0.01);
+    w.fill(0, 2 * k, 3 * k); // an all-zero row: scale 0, values 0
+    const { q, scales } = quantizeInt8(w, n, k);
+    assert.equal(q.length, k * n);
+    for (let row = 0; row < n; row++) {
+      let max = 0;
+      for (let i = 0; i < k; i++) max = Math.max(max, Math.abs(w[row * k + i]!));
+      assert.equal(scales[row], Math.fround(max / 127));
+      for (let i = 0; i < k; i++) {
+        const v = q[i * n + row]!;
+        assert.ok(v >= -127 && v <= 127);
+        assert.ok(Math.abs(v * (max / 127) - w[row * k + i]!) <= max / 254 + 1e-12, `row ${row} col ${i}`);
+      }
+    }
+    assert.ok(Array.from({ length: k }, (_, i) => q[i * n + 2]).every((v) => v === 0));
   });
 });
 

@@ -85,13 +85,34 @@ def dequantized_int4(w: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(deq.reshape(out_dim, -1)[:, :in_dim]).to(w.dtype)
 
 
+class Int8Head(torch.nn.Module):
+    """The engine's 8-bit output head (graph-builder int8MatMul, quant.ts quantizeInt8): weights
+    per output row on max|w|/127 (round half up), each input row on max|x|/127 as uint8 around
+    128 (float32 arithmetic and round half to even, as ONNX Runtime's Mul/Add/Round), an exact
+    integer product, then scaled back."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        w = weight.detach().double()
+        scale = w.abs().amax(1, keepdim=True) / 127
+        inv = torch.where(scale == 0, torch.zeros_like(scale), 1 / scale)
+        self.q = torch.clamp(torch.floor(w * inv + 0.5), -127, 127)  # [out, in]
+        self.col = (scale.float().double() / 127).float().squeeze(1)  # the stored float32 scale, / 127
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        row = torch.clamp(x.abs().amax(-1, keepdim=True), min=1e-30)
+        xq = torch.round(x * (torch.tensor(127.0) / row) + 128.0) - 128.0
+        acc = xq.double() @ self.q.T
+        return acc.float() * self.col * row
+
+
 def quantize_model(m) -> None:
     with torch.no_grad():
         for name, mod in m.named_modules():
-            if isinstance(mod, torch.nn.Linear) and "lora_" not in name:  # LoRA stays fp32 in the engine
-                if name.endswith("lm_head") and mod.weight is m.get_input_embeddings().weight:
-                    mod.weight = torch.nn.Parameter(mod.weight.detach().clone())  # untie: the embedding stays fp32
+            if isinstance(mod, torch.nn.Linear) and "lora_" not in name and not name.endswith("lm_head"):  # LoRA stays fp32 in the engine
                 mod.weight.copy_(dequantized_int4(mod.weight))
+        m.get_output_embeddings().forward = Int8Head(m.get_output_embeddings().weight).forward
 
 
 def main() -> None:

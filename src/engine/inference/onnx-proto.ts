@@ -3,7 +3,7 @@
 // buys nothing). Field numbers are those of onnx.proto (proto2); repeated scalars are written
 // unpacked, which every parser accepts.
 
-export const DataType = { FLOAT: 1, UINT8: 2, INT32: 6, INT64: 7, BOOL: 9 } as const;
+export const DataType = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7, BOOL: 9 } as const;
 export type DataTypeCode = (typeof DataType)[keyof typeof DataType];
 
 class Writer {

@@ -122,6 +122,25 @@ export function dequantizeInt4(qz: Quantized, n: number, k: number): Float32Arra
   return out;
 }
 
+/**
+ * 8-bit weights for MatMulInteger (the output head, graph-builder lmHead): one fp32 scale per
+ * output row (max |w| / 127), values in -127..127 (round half up), stored transposed as [k, n]
+ * because MatMulInteger's B is [in, out]. w is [n, k] row-major.
+ */
+export function quantizeInt8(w: Float32Array, n: number, k: number): { q: Int8Array; scales: Float32Array } {
+  const q = new Int8Array(k * n);
+  const scales = new Float32Array(n);
+  for (let row = 0; row < n; row++) {
+    let max = 0;
+    for (let i = 0; i < k; i++) max = Math.max(max, Math.abs(w[row * k + i]!));
+    const scale = max / 127;
+    scales[row] = scale;
+    const inv = scale === 0 ? 0 : 1 / scale;
+    for (let i = 0; i < k; i++) q[i * n + row] = Math.max(-127, Math.min(127, round(w[row * k + i]! * inv)));
+  }
+  return { q, scales };
+}
+
 /** [rows, cols] -> [cols, rows]. */
 export function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);
