@@ -17,7 +17,8 @@
 // bias on them; transformers: min_new_tokens = max_new_tokens). TTFT = prompt submitted → first
 // generated token; decode tok/s = (N-1) / (last token − first token); total tok/s = all generated
 // tokens / (last token − submit). Each (engine, scenario, threads) runs in its own child process
-// (its peak RSS is that process's maxrss): open, one short warm-up, BENCH_RUNS timed runs, medians
+// (its peak RSS is that process's maxrss): open, one short warm-up, one timed run; BENCH_RUNS rounds
+// run every one of them again, interleaved in a rotated order, and medians over the rounds are
 // reported. Every engine runs at every thread count in BENCH_THREADS; goals compare each engine at
 // its best. Our first open converts the weights into a fresh ONNX cache: reported separately.
 //
@@ -301,10 +302,12 @@ async function main(): Promise<void> {
     if (made.status !== 0) throw new Error(`serve_peers.py adapters failed:\n${made.stderr}`);
     const { peft, gguf } = JSON.parse(made.stdout.trim().split("\n").at(-1)!) as { peft: string[]; gguf: string[] };
     log(`  ${STREAMS} adapters (PEFT + GGUF) in ${((performance.now() - t) / 1000).toFixed(1)} s`);
-    const base = { promptIds, stopIds, tokens: TOKENS, runs: RUNS, streams: STREAMS, cacheDir: path.join(tmp, "onnx"), peft, gguf };
-    const rows: Row[] = [];
+    // Each child process times one run; the rounds interleave every (engine, scenario, threads)
+    // in a rotated order, so that a slow spell of this machine (run-to-run noise here is about
+    // ±10%) falls on all of them rather than on one engine's consecutive runs.
+    const base = { promptIds, stopIds, tokens: TOKENS, runs: 1, streams: STREAMS, cacheDir: path.join(tmp, "onnx"), peft, gguf };
     const failures: string[] = [];
-    const run = async (engine: "ours" | "llama" | "hf", scenario: Scenario, threads: number): Promise<ChildResult> => {
+    const run = async (engine: "ours" | "llama" | "hf", scenario: Scenario, threads: number, round = 0): Promise<ChildResult> => {
       const spec: Spec = { ...base, engine: engine === "hf" ? "ours" : engine, scenario, threads };
       const name = { ours: "ours int4", llama: "llama.cpp", hf: "transformers" }[engine];
       let res: ChildResult;
@@ -317,8 +320,7 @@ async function main(): Promise<void> {
         return { openMs: NaN, runs: [], peakRssBytes: 0 };
       }
       if (res.runs.length > 0) {
-        rows.push({ engine: name, scenario, threads, res });
-        log(`  ${name.padEnd(12)} ${scenario.padEnd(8)} t=${threads}  ttft ${f1(med(res, "ttftMs"))} ms  decode ${f1(med(res, "decodeTps"))} tok/s  total ${f1(med(res, "totalTps"))} tok/s  rss ${mib(res.peakRssBytes)} MiB`);
+        log(`  round ${round + 1}  ${name.padEnd(12)} ${scenario.padEnd(8)} t=${threads}  ttft ${f1(med(res, "ttftMs"))} ms  decode ${f1(med(res, "decodeTps"))} tok/s  total ${f1(med(res, "totalTps"))} tok/s  rss ${mib(res.peakRssBytes)} MiB`);
       }
       return res;
     };
@@ -333,23 +335,34 @@ async function main(): Promise<void> {
       log(`  ours: first open (converts into the ONNX cache) ${(conversionMs / 1000).toFixed(1)} s, cached open ${(cachedOpenMs / 1000).toFixed(1)} s`);
       memory = await run("ours", "memory", THREADS[0]!);
     }
+    const configs: ["ours" | "llama" | "hf", Scenario, number][] = [];
     for (const threads of THREADS) {
-      if (ENGINES.has("ours")) await run("ours", "single", threads);
-      if (ENGINES.has("llama")) await run("llama", "single", threads);
-      if (ENGINES.has("hf")) await run("hf", "single", threads);
+      if (ENGINES.has("ours")) configs.push(["ours", "single", threads]);
+      if (ENGINES.has("llama")) configs.push(["llama", "single", threads]);
+      if (ENGINES.has("hf")) configs.push(["hf", "single", threads]);
     }
     for (const threads of THREADS) {
-      if (ENGINES.has("ours")) {
-        await run("ours", "distinct", threads);
-        await run("ours", "same", threads);
-        await run("ours", "base", threads);
-      }
-      if (ENGINES.has("llama")) {
-        const r = await run("llama", "lora", threads);
-        llamaLora ??= r;
-        await run("llama", "batch", threads);
+      if (ENGINES.has("ours")) configs.push(["ours", "distinct", threads], ["ours", "same", threads], ["ours", "base", threads]);
+      if (ENGINES.has("llama")) configs.push(["llama", "lora", threads], ["llama", "batch", threads]);
+    }
+    const results = new Map<string, ChildResult>();
+    for (let round = 0; round < RUNS; round++) {
+      for (let i = 0; i < configs.length; i++) {
+        const [engine, scenario, threads] = configs[(i + round) % configs.length]!;
+        const res = await run(engine, scenario, threads, round);
+        if (res.runs.length === 0) continue;
+        const key = `${engine} ${scenario} ${threads}`;
+        const seen = results.get(key);
+        // runs of every round; peak RSS the largest; RSS steps (llama.cpp lora) from the first
+        results.set(key, seen ? { ...seen, runs: [...seen.runs, ...res.runs], peakRssBytes: Math.max(seen.peakRssBytes, res.peakRssBytes) } : res);
       }
     }
+    const engineName = { ours: "ours int4", llama: "llama.cpp", hf: "transformers" };
+    const rows: Row[] = configs.flatMap(([engine, scenario, threads]) => {
+      const res = results.get(`${engine} ${scenario} ${threads}`);
+      return res ? [{ engine: engineName[engine], scenario, threads, res }] : [];
+    });
+    llamaLora = rows.find((r) => r.engine === "llama.cpp" && r.scenario === "lora")?.res;
 
     // ---- table
     const label: Record<string, string> = {
@@ -370,7 +383,7 @@ async function main(): Promise<void> {
     });
     const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
     const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
-    console.log(`\nSmolLM2-135M-Instruct, prompt ${promptIds.length} tokens, ${TOKENS} generated (greedy, EOS suppressed), medians of ${RUNS} runs, ${os.cpus().length} CPUs`);
+    console.log(`\nSmolLM2-135M-Instruct, prompt ${promptIds.length} tokens, ${TOKENS} generated (greedy, EOS suppressed), medians of ${RUNS} interleaved rounds (one process per run), ${os.cpus().length} CPUs`);
     console.log("TTFT: median over streams (max: slowest stream); decode: per stream; total: all streams' tokens / wall time; * = the engine's best thread count");
     console.log(line(header));
     console.log(widths.map((w) => "-".repeat(w)).join("  "));
