@@ -166,8 +166,9 @@ export class GraphBuilder {
    * x @ W^T for 8-bit weights: each row of x is quantized on its own (scale max|row| / 127, held
    * as uint8 around 128), so a row's result never depends on the other rows of its batch; the
    * integer product is exact, then scaled back per row and per column. 12 nodes: worth it for the
-   * output head alone (at 8 rows on SmolLM2 1.7 ms against 3.4 for 4-bit MatMulNBits; one row
-   * the same), not for the projections, where those nodes cost as much as the kernel saves.
+   * output head alone (SmolLM2, 8 rows: 2.0 ms against 2.5 for 4-bit MatMulNBits in the profiled
+   * graph; one row about 0.3 ms slower), not for the projections, where those nodes cost as much
+   * as the kernel saves.
    */
   private int8MatMul(x: string, [q, scales]: string[]): string {
     const rowMax = this.one("Max", [this.one("ReduceMax", [this.one("Abs", [x])], { axes: [-1], keepdims: 1 }), this.constFloat("int8.tiny", 1e-30)]);
