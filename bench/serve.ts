@@ -69,6 +69,8 @@ const GOAL_MIXED = 0.9; // eight adapters ≥ 90% of eight on one
 const GOAL_FINETUNES = 3; // eight fine-tunes ≥ 3× llama.cpp's
 
 type Scenario = "open" | "single" | "distinct" | "same" | "base" | "memory" | "lora" | "batch";
+type Engine = "ours" | "llama" | "hf";
+const ENGINE_NAME: Record<Engine, string> = { ours: "ours int4", llama: "llama.cpp", hf: "transformers" };
 
 interface Spec {
   engine: "ours" | "llama";
@@ -295,7 +297,7 @@ async function main(): Promise<void> {
   const stopIds = [...tokenizer.stopTokenIds];
   const tmp = await mkdtemp(path.join(os.tmpdir(), "openft-bench-serve-"));
   const log = (s: string) => process.stderr.write(`${s}\n`);
-  log(`bench:serve  SmolLM2-135M-Instruct  prompt ${promptIds.length} tokens, ${TOKENS} generated, ${RUNS} runs, threads ${THREADS.join(",")}, ${STREAMS} streams, ${os.cpus().length} CPUs, ours ${SPIN ? "spinning" : "not spinning"}`);
+  log(`bench:serve  SmolLM2-135M-Instruct  prompt ${promptIds.length} tokens, ${TOKENS} generated, ${RUNS} rounds, threads ${THREADS.join(",")}, ${STREAMS} streams, ${os.cpus().length} CPUs, ours ${SPIN ? "spinning" : "not spinning"}`);
   try {
     const t = performance.now();
     const made = spawnSync(PYTHON, [PEERS_PY, "adapters", MODEL_DIR, path.join(tmp, "adapters"), "--n", String(STREAMS)], { cwd: ROOT, encoding: "utf8" });
@@ -307,9 +309,9 @@ async function main(): Promise<void> {
     // ±10%) falls on all of them rather than on one engine's consecutive runs.
     const base = { promptIds, stopIds, tokens: TOKENS, runs: 1, streams: STREAMS, cacheDir: path.join(tmp, "onnx"), peft, gguf };
     const failures: string[] = [];
-    const run = async (engine: "ours" | "llama" | "hf", scenario: Scenario, threads: number, round = 0): Promise<ChildResult> => {
+    const run = async (engine: Engine, scenario: Scenario, threads: number, round = 0): Promise<ChildResult> => {
       const spec: Spec = { ...base, engine: engine === "hf" ? "ours" : engine, scenario, threads };
-      const name = { ours: "ours int4", llama: "llama.cpp", hf: "transformers" }[engine];
+      const name = ENGINE_NAME[engine];
       let res: ChildResult;
       try {
         res = engine === "hf" ? await runHf(spec) : await runChild(spec);
@@ -328,14 +330,13 @@ async function main(): Promise<void> {
     let conversionMs = NaN;
     let cachedOpenMs = NaN;
     let memory: ChildResult | undefined;
-    let llamaLora: ChildResult | undefined;
     if (ENGINES.has("ours")) {
       conversionMs = (await run("ours", "open", THREADS[0]!)).openMs;
       cachedOpenMs = (await run("ours", "open", THREADS[0]!)).openMs;
       log(`  ours: first open (converts into the ONNX cache) ${(conversionMs / 1000).toFixed(1)} s, cached open ${(cachedOpenMs / 1000).toFixed(1)} s`);
       memory = await run("ours", "memory", THREADS[0]!);
     }
-    const configs: ["ours" | "llama" | "hf", Scenario, number][] = [];
+    const configs: [Engine, Scenario, number][] = [];
     for (const threads of THREADS) {
       if (ENGINES.has("ours")) configs.push(["ours", "single", threads]);
       if (ENGINES.has("llama")) configs.push(["llama", "single", threads]);
@@ -351,18 +352,17 @@ async function main(): Promise<void> {
         const [engine, scenario, threads] = configs[(i + round) % configs.length]!;
         const res = await run(engine, scenario, threads, round);
         if (res.runs.length === 0) continue;
-        const key = `${engine} ${scenario} ${threads}`;
+        const key = [engine, scenario, threads].join(" ");
         const seen = results.get(key);
         // runs of every round; peak RSS the largest; RSS steps (llama.cpp lora) from the first
         results.set(key, seen ? { ...seen, runs: [...seen.runs, ...res.runs], peakRssBytes: Math.max(seen.peakRssBytes, res.peakRssBytes) } : res);
       }
     }
-    const engineName = { ours: "ours int4", llama: "llama.cpp", hf: "transformers" };
     const rows: Row[] = configs.flatMap(([engine, scenario, threads]) => {
-      const res = results.get(`${engine} ${scenario} ${threads}`);
-      return res ? [{ engine: engineName[engine], scenario, threads, res }] : [];
+      const res = results.get([engine, scenario, threads].join(" "));
+      return res ? [{ engine: ENGINE_NAME[engine], scenario, threads, res }] : [];
     });
-    llamaLora = rows.find((r) => r.engine === "llama.cpp" && r.scenario === "lora")?.res;
+    const llamaLora = rows.find((r) => r.engine === "llama.cpp" && r.scenario === "lora")?.res;
 
     // ---- table
     const label: Record<string, string> = {

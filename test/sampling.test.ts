@@ -100,20 +100,22 @@ test("choice text decodes incrementally: the same text as decoding everything, i
   assert.ok(work < 10 * ids.length, `decoded ${work} ids for ${ids.length} tokens`);
 });
 
+/** StepRuntimeDouble: a test double of the model runtime, whose steps are `step`; no model behind it. */
+const stepRuntimeDouble = (step: StepRuntime["step"]): StepRuntime => ({
+  contextLength: 64,
+  step,
+  fork: async () => undefined,
+  loadAdapter: async () => undefined,
+  free: () => undefined,
+});
+
 test("scheduler: a request whose text cannot be decoded fails alone; the others finish", async () => {
-  // StepRuntimeDouble: every step's logits favour token (seq + step) % 5, no model behind it.
+  // every step's logits favour token (seq + step) % 5
   let steps = 0;
-  const StepRuntimeDouble: StepRuntime = {
-    contextLength: 64,
-    step: async (items) => {
-      steps++;
-      return items.map((it) => Float32Array.from({ length: 5 }, (_, t) => (t === (it.seq + steps) % 5 ? 1 : 0)));
-    },
-    fork: async () => undefined,
-    loadAdapter: async () => undefined,
-    free: () => undefined,
-  };
-  const scheduler = new Scheduler(StepRuntimeDouble, 8);
+  const scheduler = new Scheduler(stepRuntimeDouble(async (items) => {
+    steps++;
+    return items.map((it) => Float32Array.from({ length: 5 }, (_, t) => (t === (it.seq + steps) % 5 ? 1 : 0)));
+  }), 8);
   const request = (decode: (ids: readonly number[]) => string) => scheduler.generate({
     promptIds: [1, 2], adapter: null, n: 1, maxTokens: 4, stopTokenIds: new Set(), stops: [],
     sampling: params({ temperature: 0 }), seed: 0n, decoder: { decode }, onEvent: () => undefined,
@@ -129,19 +131,12 @@ test("scheduler: a request whose text cannot be decoded fails alone; the others 
 });
 
 test("scheduler: requests submitted together are prefilled in one step, then decoded together", async () => {
-  // StepRecorderDouble: records each step's (seq, token count) and returns flat logits.
+  // records each step's (seq, token count) and returns flat logits
   const seen: { seq: number; tokens: number }[][] = [];
-  const StepRecorderDouble: StepRuntime = {
-    contextLength: 64,
-    step: async (items) => {
-      seen.push(items.map((it) => ({ seq: it.seq, tokens: it.tokens.length })));
-      return items.map(() => new Float32Array(5));
-    },
-    fork: async () => undefined,
-    loadAdapter: async () => undefined,
-    free: () => undefined,
-  };
-  const scheduler = new Scheduler(StepRecorderDouble, 8);
+  const scheduler = new Scheduler(stepRuntimeDouble(async (items) => {
+    seen.push(items.map((it) => ({ seq: it.seq, tokens: it.tokens.length })));
+    return items.map(() => new Float32Array(5));
+  }), 8);
   const request = () => scheduler.generate({
     promptIds: [1, 2, 3], adapter: null, n: 1, maxTokens: 3, stopTokenIds: new Set(), stops: [],
     sampling: params({ temperature: 0 }), seed: 0n, decoder: { decode: (ids) => ids.join(",") }, onEvent: () => undefined,

@@ -91,6 +91,25 @@ def run_in_process(spec: dict):
     return run, [json.loads(line) for line in out.getvalue().splitlines()], code
 
 
+def train_losses(events: list[dict]) -> list[float]:
+    """The training loss of each step a run reported."""
+    return [e["train_loss"] for e in events if e["type"] == "metrics"]
+
+
+def saved_adapter_dir(events: list[dict]) -> str:
+    """The adapter folder of a run that finished; checks it saved exactly the PEFT files."""
+    done = events[-1]
+    assert done["type"] == "done" and done["files"] == ["adapter_config.json", "adapter_model.safetensors"]
+    return done["adapter_dir"]
+
+
+def fp32_base(model_dir):
+    """The base model as transformers loads it in fp32 (what peft applies a saved adapter to)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32)
+
+
 def trainer_env(**extra) -> dict:
     env = dict(os.environ, PYTHONPATH=str(TRAINER_SRC), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.update(extra)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import addition_examples, make_spec, run_in_process, write_jsonl
+from conftest import (addition_examples, fp32_base, make_spec, run_in_process, saved_adapter_dir, train_losses,
+                      write_jsonl)
 from transformers import AutoTokenizer
 
 from openft_trainer import data, flops, model as model_lib
@@ -61,25 +62,21 @@ def overfit_run(model_dirs, tmp_path_factory):
 def test_loss_falls_on_an_overfit_set(overfit_run):
     _, events, code = overfit_run
     assert code == 0
-    losses = [e["train_loss"] for e in events if e["type"] == "metrics"]
+    losses = train_losses(events)
     assert len(losses) == 6
     assert losses[-1] < losses[0] - 1.0, losses
 
 
 def test_saved_adapter_loads_with_peft_and_matches(overfit_run, model_dirs):
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     run, events, _ = overfit_run
-    done = events[-1]
-    assert done["type"] == "done" and done["files"] == ["adapter_config.json", "adapter_model.safetensors"]
+    adapter = saved_adapter_dir(events)
     ids = torch.tensor([run.train_set[0].input_ids])
     run.model.eval()
     with torch.no_grad():
         expected = run.model(input_ids=ids).logits
-        base = AutoModelForCausalLM.from_pretrained(str(model_dirs("llama")), local_files_only=True,
-                                                    dtype=torch.float32)
-        loaded = PeftModel.from_pretrained(base, done["adapter_dir"]).eval()
+        loaded = PeftModel.from_pretrained(fp32_base(model_dirs("llama")), adapter).eval()
         got = loaded(input_ids=ids).logits
     assert torch.equal(got, expected)
     # the adapter really moved the model away from the base
@@ -95,8 +92,8 @@ def test_init_adapter_continues_from_a_previous_adapter(overfit_run, model_dirs,
                      hyperparameters={"n_epochs": 1, "lora_rank": 4})  # rank comes from the adapter
     run, events, code = run_in_process(spec)
     assert code == 0 and run.model.peft_config["default"].r == 8
-    start_loss = next(e["train_loss"] for e in events if e["type"] == "metrics")
-    fresh_start = next(e["train_loss"] for e in first if e["type"] == "metrics")
+    start_loss = train_losses(events)[0]
+    fresh_start = train_losses(first)[0]
     assert start_loss < fresh_start - 0.5
 
 
@@ -106,8 +103,8 @@ def test_gradient_checkpointing_gives_the_same_losses(model_dirs, tmp_path):
     _, a, _ = run_in_process(plain)
     run, b, _ = run_in_process(dict(plain, output_dir=str(tmp_path / "b"), gradient_checkpointing=True))
     assert run.model.base_model.model.is_gradient_checkpointing
-    la = [e["train_loss"] for e in a if e["type"] == "metrics"]
-    lb = [e["train_loss"] for e in b if e["type"] == "metrics"]
+    la = train_losses(a)
+    lb = train_losses(b)
     assert lb == pytest.approx(la, abs=1e-5)
 
 
@@ -119,7 +116,7 @@ def test_qlora_nf4_runs_on_cpu_and_learns(model_dirs, tmp_path):
     assert code == 0
     kinds = {type(mod).__name__ for mod in run.model.modules()}
     assert "Linear4bit" in kinds  # frozen projections really are 4-bit
-    losses = [e["train_loss"] for e in events if e["type"] == "metrics"]
+    losses = train_losses(events)
     assert losses[-1] < losses[0] - 0.5, losses
     assert events[-1]["type"] == "done"
 

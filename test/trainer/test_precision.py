@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import addition_examples, make_spec, run_in_process, write_jsonl
+from conftest import (addition_examples, fp32_base, make_spec, run_in_process, saved_adapter_dir, train_losses,
+                      write_jsonl)
 
 from openft_trainer import model as model_lib, spec as spec_lib
 from openft_trainer.errors import TrainerError
@@ -30,27 +31,24 @@ def test_bf16_base_trains_with_fp32_lora_weights(bf16_run):
     assert frozen == {torch.bfloat16} and trained == {torch.float32}
     kinds = {type(m).__name__ for m in run.model.modules()}
     assert "FastDropout" in kinds
-    losses = [e["train_loss"] for e in events if e["type"] == "metrics"]
+    losses = train_losses(events)
     assert len(losses) == 6
     assert losses[-1] < losses[0] - 1.0, losses
 
 
 def test_bf16_adapter_loads_with_peft_on_an_fp32_base(bf16_run, model_dirs):
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     run, events, _ = bf16_run
-    done = events[-1]
-    assert done["type"] == "done" and done["files"] == ["adapter_config.json", "adapter_model.safetensors"]
+    adapter = saved_adapter_dir(events)
     example = run.train_set[0]
     run.model.eval()
     with torch.no_grad():
         s_bf16, n, _ = forward_stats(run.model, [example], "cpu")
-        base = AutoModelForCausalLM.from_pretrained(str(model_dirs("llama")), local_files_only=True,
-                                                    dtype=torch.float32)
+        base = fp32_base(model_dirs("llama"))
         base.config.use_cache = False
         s_base, _, _ = forward_stats(base, [example], "cpu")
-        loaded = PeftModel.from_pretrained(base, done["adapter_dir"]).eval()
+        loaded = PeftModel.from_pretrained(base, adapter).eval()
         s_fp32, _, _ = forward_stats(loaded, [example], "cpu")
     loss_bf16, loss_fp32, loss_base = float(s_bf16) / n, float(s_fp32) / n, float(s_base) / n
     # the fp32 evaluation of the saved adapter agrees with the bf16 one to within one bf16 rounding
