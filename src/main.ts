@@ -77,6 +77,7 @@ async function serve(config: Config): Promise<void> {
   const defaultProject = await ensureProject(database.db, DEFAULT_PROJECT);
   const stopSweeper = startSweeper(database.db, blobs, log, Math.max(1000, config.files.uploadLeaseMs / 2));
   const baseModels = new BaseModels(config.modelsDir);
+  for (const b of await baseModels.broken()) log.warn({ model: b.id, missing: b.missing }, `models dir: '${b.id}' is not a complete model; it is not served`);
   const wakeup = new Wakeup();
   const pool = new ServingPool(config.serving);
   const background = startBackground({

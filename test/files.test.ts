@@ -196,7 +196,7 @@ describe("files", () => {
     assert.equal(badLimit.param, "limit");
     const badOrder = await expectApiError(client.files.list({ order: "sideways" as never }), 400);
     assert.equal(badOrder.param, "order");
-    const badAfter = await expectApiError(client.files.list({ after: "file-nope" }), 400);
+    const badAfter = await expectApiError(client.files.list({ after: "file-nope" }), 404);
     assert.equal(badAfter.param, "after");
 
     const notMultipart = await fetch(`${server.baseURL}/files`, { method: "POST", headers: { ...h, "content-type": "application/json" }, body: "{not json" });

@@ -707,7 +707,7 @@ test("ChatCompletion and ChatCompletionChunk accept what service.ts builds, and 
   const rateLimited = findResponse("post", "/v1/chat/completions", 429) as { headers: Record<string, { schema: { const: string } }> };
   assert.equal(rateLimited.headers["retry-after"]!.schema.const, "1");
   assert.ok(!("x-should-retry" in rateLimited.headers));
-  assertResponseMatches("post", "/v1/chat/completions", 429, new ApiError(429, "busy", "requests", null, "rate_limit_exceeded").toJSON());
+  assertResponseMatches("post", "/v1/chat/completions", 429, ApiError.of("rate_limit_exceeded", "busy").toJSON());
   const media = Object.keys((findResponse("post", "/v1/chat/completions", 200) as { content: object }).content).sort();
   assert.deepEqual(media, ["application/json", "text/event-stream"]);
 });

@@ -22,7 +22,8 @@ import { FineTuningService } from "./fine-tuning/service.js";
 import { FilesService } from "./files/service.js";
 import { registerHealthRoutes, type ReadinessProbe } from "./health/routes.js";
 import { registerAuth } from "./plugins/auth.js";
-import { registerErrorHandling } from "./plugins/errors.js";
+import { clientErrorHandler, frameworkErrors, registerErrorHandling, registerUnknownRoutes } from "./plugins/errors.js";
+import { registerTextGuard } from "./plugins/text-guard.js";
 
 export interface AppDeps {
   readonly db: Db;
@@ -51,7 +52,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: deps.log as FastifyBaseLogger,
     genReqId: () => newId.request(),
     bodyLimit: 16 * 1024 * 1024,
-    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
+    // ft: names run past fastify's default 100 characters (a 64-character suffix, :ckpt-step-N).
+    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, maxParamLength: 1024 },
+    frameworkErrors,
+    clientErrorHandler,
   });
 
   const onRoute = deps.onRoute;
@@ -82,12 +86,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   registerErrorHandling(app);
+  registerTextGuard(app);
   await app.register(multipart, {
     throwFileSizeLimit: false,
     limits: { fileSize: deps.maxUploadBytes, files: 1, fields: 16, fieldSize: 1024 * 1024, parts: 20 },
   });
   registerAuth(app, { db: deps.db, envKey: deps.apiKey, defaultProject: deps.defaultProject });
   registerWorkerAuth(app, deps.db);
+  registerUnknownRoutes(app);
   registerHealthRoutes(app, deps.ready);
 
   const files = new FilesService({

@@ -1,4 +1,4 @@
-// Hugging Face model folders without weights (tokenizer + config only), built offline from
+// Hugging Face model folders with an empty weights file (tokenizer + config, no tensor), built offline from
 // tokenizers that ship inside npm devDependencies (training-notes.md §2, §5). Enough for anything
 // that only reads the tokenizer, the chat template and the context length.
 import { copyFile, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
@@ -85,6 +85,15 @@ async function gpt2TokenizerJson(): Promise<{ json: Record<string, unknown>; voc
   return { json, vocabSize: nextId };
 }
 
+/** A valid safetensors file that holds no tensor: the server lists only folders with weights, and
+ *  the suites that use these folders never load them (their trainer is a test double). */
+async function writeEmptyWeights(dir: string): Promise<void> {
+  const header = Buffer.from(JSON.stringify({ __metadata__: { format: "pt" } }));
+  const size = Buffer.alloc(8);
+  size.writeBigUInt64LE(BigInt(header.length));
+  await writeFile(path.join(dir, "model.safetensors"), Buffer.concat([size, header]));
+}
+
 /** GPT-2 BPE + ChatML-with-generation template saved as chat_template.jinja (the transformers 5
  *  layout), and a Llama config with a small context so that "too long" examples are cheap. */
 export async function buildGpt2ChatmlFolder(opts: { parent?: string; maxPositionEmbeddings?: number } = {}): Promise<string> {
@@ -102,6 +111,7 @@ export async function buildGpt2ChatmlFolder(opts: { parent?: string; maxPosition
     clean_up_tokenization_spaces: false,
   });
   await writeFile(path.join(dir, "chat_template.jinja"), CHATML_GENERATION_TEMPLATE);
+  await writeEmptyWeights(dir);
   await writeJson(path.join(dir, "config.json"), {
     architectures: ["LlamaForCausalLM"],
     model_type: "llama",

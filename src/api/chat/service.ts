@@ -130,7 +130,7 @@ export class ChatService {
     const tokenizer = await loadChatTokenizer(baseDir);
     const served = await this.deps.pool.model(baseDir);
     if (served.scheduler.load >= this.deps.maxQueue) {
-      throw new ApiError(429, "The server is handling as many completions as it can; please retry shortly.", "requests", null, "rate_limit_exceeded");
+      throw ApiError.of("rate_limit_exceeded", "The server is handling as many completions as it can; please retry shortly.");
     }
     let promptIds: number[];
     try {
@@ -253,13 +253,15 @@ export class ChatService {
     const notFound = () => ApiError.notFound(`The model '${model}' does not exist or you do not have access to it.`, "model", "model_not_found");
     if (!model.startsWith("ft:")) {
       const base = await this.deps.baseModels.get(model);
+      const why = base ? undefined : await this.deps.baseModels.incomplete(model);
+      if (why) throw ApiError.notFound(why, "model", "model_not_found");
       if (!base) throw notFound();
       return { baseDir: base.dir, adapter: null };
     }
     const row = await jobs.getModel(this.deps.db, projectId, model);
     if (!row) throw notFound();
     const base = await this.deps.baseModels.get(row.baseModel);
-    if (!base) throw new ApiError(404, `The base model '${row.baseModel}' of '${model}' is no longer installed on this server.`, "invalid_request_error", "model", "model_not_found");
+    if (!base) throw ApiError.notFound(`The base model '${row.baseModel}' of '${model}' is no longer installed on this server.`, "model", "model_not_found");
     return { baseDir: base.dir, adapter: { ...row, key: row.id } };
   }
 

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { MultipartFile } from "@fastify/multipart";
 import { ApiError } from "../errors.js";
 import { zodToApiError } from "../plugins/errors.js";
+import { unstorableAt, unstorableError } from "../plugins/text-guard.js";
 import { expiresAfterSeconds, fileIdParams, listFilesQuery, UPLOAD_PURPOSES, type UploadPurpose } from "./schema.js";
 import type { FilesService, ReceivedUpload } from "./service.js";
 
@@ -42,6 +43,19 @@ function parseExpiresAfter(form: UploadForm): number | undefined {
   return parsed.data;
 }
 
+const FORM_FIELDS = { purpose: "purpose", "expires_after[anchor]": "anchor", "expires_after[seconds]": "seconds" } as const;
+
+/** Each form field at most once: a second `purpose` after the file would otherwise change what
+ *  the file was checked as (the line check runs while it streams, by the purpose before it). */
+function readField(form: UploadForm, name: string, value: string): void {
+  const key = Object.hasOwn(FORM_FIELDS, name) ? FORM_FIELDS[name as keyof typeof FORM_FIELDS] : undefined;
+  if (key === undefined) return;
+  const param = name.replace(/\[(\w+)\]$/, ".$1");
+  if (form[key] !== undefined) throw ApiError.badRequest(`'${name}' was given more than once; send each form field once.`, param, "invalid_value");
+  if (unstorableAt(value)) throw unstorableError(param);
+  form[key] = value;
+}
+
 async function receiveUpload(request: FastifyRequest, files: FilesService) {
   if (!request.isMultipart()) throw ApiError.badRequest("Expected a multipart/form-data request.", "file");
   const form: UploadForm = {};
@@ -54,6 +68,10 @@ async function receiveUpload(request: FastifyRequest, files: FilesService) {
           file.file.resume();
           throw ApiError.badRequest(`Unexpected file field '${part.fieldname}'; send one file as 'file'.`, "file");
         }
+        if (unstorableAt(file.filename)) {
+          file.file.resume();
+          throw unstorableError("file");
+        }
         received = await files.receive(file.file, file.filename, {
           // Purpose sent before the file lets us skip the line check for other purposes.
           checkLines: form.purpose === undefined || form.purpose === "fine-tune",
@@ -61,10 +79,7 @@ async function receiveUpload(request: FastifyRequest, files: FilesService) {
         });
         continue;
       }
-      const value = typeof part.value === "string" ? part.value : String(part.value);
-      if (part.fieldname === "purpose") form.purpose = value;
-      else if (part.fieldname === "expires_after[anchor]") form.anchor = value;
-      else if (part.fieldname === "expires_after[seconds]") form.seconds = value;
+      readField(form, part.fieldname, typeof part.value === "string" ? part.value : String(part.value));
     }
     if (!received) throw ApiError.badRequest("Missing required parameter: 'file'.", "file", "missing_required_parameter");
     const purpose = parsePurpose(form.purpose);

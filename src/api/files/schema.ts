@@ -5,11 +5,14 @@ import type { FileRow } from "../../storage/repos/files.js";
 export const UPLOAD_PURPOSES = ["assistants", "batch", "fine-tune", "vision", "user_data", "evals"] as const;
 export type UploadPurpose = (typeof UPLOAD_PURPOSES)[number];
 
-export const listFilesQuery = z.object({
-  purpose: z.string().min(1).optional(),
+/** A list cursor: the id of the last object of the previous page, by its kind's prefix. */
+export const cursor = (prefix: string) => z.string().regex(new RegExp(`^${prefix}[A-Za-z0-9]+$`), `must be an id starting with '${prefix}'`);
+
+export const listFilesQuery = z.strictObject({
+  purpose: z.enum([...UPLOAD_PURPOSES, "fine-tune-results"]).optional(),
   limit: z.coerce.number().int().min(1).max(10000).default(10000),
   order: z.enum(["asc", "desc"]).default("desc"),
-  after: z.string().min(1).optional(),
+  after: cursor("file-").optional(),
 });
 export type ListFilesQuery = z.infer<typeof listFilesQuery>;
 

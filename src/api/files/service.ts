@@ -153,7 +153,7 @@ export class FilesService {
     let afterSeq: number | undefined;
     if (q.after !== undefined) {
       afterSeq = await repo.getFileSeq(db, projectId, q.after);
-      if (afterSeq === undefined) throw ApiError.badRequest(`No such File object: ${q.after}`, "after");
+      if (afterSeq === undefined) throw ApiError.notFound(`No such File object: ${q.after}`, "after");
     }
     const rows = await repo.listFiles(db, projectId, { purpose: q.purpose, limit: q.limit, order: q.order, afterSeq }, now);
     const page = rows.slice(0, q.limit).map(toFileObject);

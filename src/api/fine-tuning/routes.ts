@@ -13,6 +13,7 @@ function parseOr400<T>(schema: { safeParse(v: unknown): { success: true; data: T
 
 /** `metadata[k]=v` (deepObject, as both SDKs send it) or `metadata=null` (jobs without metadata). */
 function metadataFilter(query: Record<string, unknown>): Record<string, string> | null | undefined {
+  if (query.metadata !== undefined && query.metadata !== "null") throw ApiError.badRequest("metadata must be `null` or given as metadata[KEY]=VALUE.", "metadata", "invalid_value");
   if (query.metadata === "null") return null;
   let out: Record<string, string> | undefined;
   for (const [k, v] of Object.entries(query)) {
@@ -38,7 +39,7 @@ export function registerFineTuningRoutes(app: FastifyInstance, svc: FineTuningSe
 
   app.get("/v1/fine_tuning/jobs", async (request) => {
     const query = (request.query ?? {}) as Record<string, unknown>;
-    const q = parseOr400(listJobsQuery, { after: query.after, limit: query.limit });
+    const q = parseOr400(listJobsQuery, Object.fromEntries(Object.entries(query).filter(([k]) => !/^metadata(\[.+\])?$/.test(k))));
     return svc.list(request.project.id, { ...q, metadata: metadataFilter(query) });
   });
 

@@ -1,6 +1,7 @@
 // Wire shapes of the fine-tuning jobs API (OpenAI's names) and the job serializers.
 import { z } from "zod";
 import type { CheckpointRow, EventRow, JobRow } from "../../jobs/repo.js";
+import { cursor } from "../files/schema.js";
 
 const auto = z.literal("auto");
 const intIn = (lo: number, hi: number) => z.number().int().min(lo).max(hi);
@@ -49,18 +50,18 @@ export const createJobBody = z
   .strict();
 export type CreateJobBody = z.infer<typeof createJobBody>;
 
-export const listJobsQuery = z.object({
-  after: z.string().min(1).optional(),
+export const listJobsQuery = z.strictObject({
+  after: cursor("ftjob-").optional(),
   limit: z.coerce.number().int().min(1).max(100).default(20),
 });
 
-export const listEventsQuery = z.object({
-  after: z.string().min(1).optional(),
+export const listEventsQuery = z.strictObject({
+  after: cursor("ftevent-").optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(20),
 });
 
-export const listCheckpointsQuery = z.object({
-  after: z.string().min(1).optional(),
+export const listCheckpointsQuery = z.strictObject({
+  after: cursor("ftckpt_").optional(),
   limit: z.coerce.number().int().min(1).max(100).default(10),
 });
 

@@ -85,7 +85,10 @@ export class FineTuningService {
       if (!row) throw notAvailable();
       return { base: row.baseModel, parent: model };
     }
-    if (!(await this.deps.baseModels.get(model))) throw notAvailable();
+    if (!(await this.deps.baseModels.get(model))) {
+      const why = await this.deps.baseModels.incomplete(model);
+      throw why ? ApiError.badRequest(why, "model", "model_not_available") : notAvailable();
+    }
     return { base: model, parent: null };
   }
 
@@ -144,7 +147,7 @@ export class FineTuningService {
 
   private async mustGet(projectId: string, id: string) {
     const row = await jobs.getJob(this.deps.db, projectId, id);
-    if (!row) throw ApiError.notFound(`No such fine-tuning job: ${id}`, "fine_tuning_job_id");
+    if (!row) throw ApiError.noSuchJob(id);
     return row;
   }
 
@@ -156,7 +159,7 @@ export class FineTuningService {
     let afterSeq: number | undefined;
     if (q.after !== undefined) {
       afterSeq = await jobs.getJobSeq(this.deps.db, projectId, q.after);
-      if (afterSeq === undefined) throw ApiError.badRequest(`No such fine-tuning job: ${q.after}`, "after");
+      if (afterSeq === undefined) throw ApiError.notFound(`No such fine-tuning job: ${q.after}`, "after");
     }
     const rows = await jobs.listJobs(this.deps.db, projectId, { limit: q.limit, afterSeq, metadata: q.metadata });
     return { object: "list" as const, data: rows.slice(0, q.limit).map(toJobObject), has_more: rows.length > q.limit };
@@ -182,7 +185,7 @@ export class FineTuningService {
     let afterSeq: number | undefined;
     if (q.after !== undefined) {
       afterSeq = await jobs.getEventSeq(this.deps.db, id, q.after);
-      if (afterSeq === undefined) throw ApiError.badRequest(`No such event: ${q.after}`, "after");
+      if (afterSeq === undefined) throw ApiError.notFound(`No such event: ${q.after}`, "after");
     }
     const rows = await jobs.listEvents(this.deps.db, id, q.limit, afterSeq);
     return { object: "list" as const, data: rows.slice(0, q.limit).map(toEventObject), has_more: rows.length > q.limit };
@@ -194,7 +197,7 @@ export class FineTuningService {
     let start = 0;
     if (q.after !== undefined) {
       start = all.findIndex((c) => c.id === q.after) + 1;
-      if (start === 0) throw ApiError.badRequest(`No such checkpoint: ${q.after}`, "after");
+      if (start === 0) throw ApiError.notFound(`No such checkpoint: ${q.after}`, "after");
     }
     const page = all.slice(start, start + q.limit).map(toCheckpointObject);
     return {

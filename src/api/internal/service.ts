@@ -26,7 +26,7 @@ export interface InternalDeps {
 function fromRunError(err: unknown): never {
   if (err instanceof runs.RunError) {
     if (err.status === 404) throw ApiError.notFound(err.message, "job_id");
-    if (err.status === 409) throw new ApiError(409, err.message, "invalid_request_error", "job_id", "lease_lost");
+    if (err.status === 409) throw ApiError.of("lease_lost", err.message, "job_id");
     throw ApiError.badRequest(err.message);
   }
   throw err;
@@ -170,7 +170,7 @@ export class InternalService {
   private async alreadyDone(jobId: string, status: string): Promise<JobRow> {
     const job = await runs.anyJob(this.deps.db, jobId);
     if (job?.status === status) return job;
-    throw new ApiError(409, `this worker does not hold job ${jobId}`, "invalid_request_error", "job_id", "lease_lost");
+    throw ApiError.of("lease_lost", `this worker does not hold job ${jobId}`, "job_id");
   }
 
   async release(worker: Worker, jobId: string) {

@@ -13,9 +13,7 @@ export interface ModelObject {
   owned_by: string;
 }
 
-function notFound(id: string): ApiError {
-  return ApiError.notFound(`The model '${id}' does not exist`, "model", "model_not_found");
-}
+const notFound = ApiError.noSuchModel;
 
 export class ModelsService {
   constructor(private readonly deps: { db: Db; baseModels: BaseModels; onDeleted?: (id: string) => Promise<void> }) {}
@@ -42,7 +40,7 @@ export class ModelsService {
   async delete(projectId: string, id: string) {
     if (!id.startsWith("ft:")) {
       if (await this.deps.baseModels.get(id)) {
-        throw new ApiError(403, `The model '${id}' is a base model; only fine-tuned models can be deleted.`, "invalid_request_error", "model", "model_not_deletable");
+        throw ApiError.of("model_not_deletable", `The model '${id}' is a base model; only fine-tuned models can be deleted.`, "model");
       }
       throw notFound(id);
     }

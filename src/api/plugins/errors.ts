@@ -1,12 +1,20 @@
 // The one error handler: every failure leaves as OpenAI's envelope with all four keys, and
 // `x-should-retry: false` whenever retrying cannot help.
-import type { FastifyError, FastifyInstance, FastifyReply } from "fastify";
+import type { Socket } from "node:net";
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { ZodError } from "zod";
+import { newId } from "../../ids.js";
 import { ApiError } from "../errors.js";
+
+// The errors @fastify/busboy raises for a body that is not the multipart it claims to be (no or
+// a wrong boundary, a boundary over its 256-byte limit, a body cut short); they carry no code.
+const MALFORMED_MULTIPART = /^(Multipart: Boundary not found|Boundary required|The needle cannot|.*unexpected end of multipart data)/i;
 
 export function zodToApiError(err: ZodError, prefix = ""): ApiError {
   const issue = err.issues[0]!;
-  const param = [prefix, ...issue.path.map(String)].filter(Boolean).join(".") || null;
+  // An unknown key (`after[]=x` in a query) is named without its brackets.
+  const path = issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0]!.replace(/\[.*$/, "")] : issue.path;
+  const param = [prefix, ...path.map(String)].filter(Boolean).join(".") || null;
   const where = param ? ` - '${param}'` : "";
   return ApiError.badRequest(`${issue.message}${where}`, param, "invalid_value");
 }
@@ -34,8 +42,11 @@ function fromFastifyError(err: FastifyError): ApiError | undefined {
     default:
       break;
   }
+  if (err.statusCode === undefined && MALFORMED_MULTIPART.test(err.message)) {
+    return ApiError.badRequest(`Malformed multipart/form-data body: ${err.message}.`, "file");
+  }
   if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
-    return new ApiError(err.statusCode === 413 ? 400 : err.statusCode, err.message);
+    return ApiError.fromStatus(err.statusCode, err.message);
   }
   return undefined;
 }
@@ -66,4 +77,50 @@ export function registerErrorHandling(app: FastifyInstance): void {
   });
 
   app.setNotFoundHandler((request, reply) => sendError(reply, ApiError.unknownRoute(request.method, request.url)));
+}
+
+const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] as const;
+
+/** After authentication and before any body parsing (a QUERY request would otherwise get
+ *  fastify's 400 for its missing Content-Type): an unknown path answers 404, a known path with
+ *  a method it does not serve 405 with `Allow`, whatever the body. */
+export function registerUnknownRoutes(app: FastifyInstance): void {
+  app.addHook("onRequest", async (request, reply) => {
+    if (!request.is404) return;
+    const url = request.url.split("?")[0]!;
+    const allow = METHODS.filter((method) => app.findRoute({ method, url }) !== null);
+    if (allow.length === 0) return sendError(reply, ApiError.unknownRoute(request.method, request.url));
+    reply.header("allow", allow.join(", "));
+    return sendError(reply, ApiError.of("method_not_allowed", `Unrecognized request URL (${request.method} ${request.url}). Please check the URL and method.`));
+  });
+}
+
+/** fastify's `frameworkErrors`: a path that is not valid percent-encoding, or a parameter over
+ *  the router's maxParamLength, answered in the envelope instead of fastify's own shape. */
+export function frameworkErrors(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  reply.header("x-request-id", request.id);
+  const apiError =
+    err.code === "FST_ERR_MAX_PARAM_LENGTH"
+      ? ApiError.of("uri_too_long", "A path parameter of this URL is too long.")
+      : ApiError.badRequest(`The URL path is not valid: ${err.message}.`);
+  void sendError(reply, apiError);
+}
+
+/** fastify's `clientErrorHandler`: what node's HTTP parser rejects before any route (headers
+ *  over its size limit, a malformed request line) still gets the envelope and an x-request-id. */
+export function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === "ECONNRESET" || socket.destroyed) return;
+  const apiError =
+    err.code === "HPE_HEADER_OVERFLOW"
+      ? ApiError.of("header_fields_too_large", "The request headers are too large.")
+      : ApiError.badRequest("The HTTP request is malformed.");
+  const body = JSON.stringify(apiError.toJSON());
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${apiError.status} ${apiError.status === 431 ? "Request Header Fields Too Large" : "Bad Request"}\r\n` +
+        `content-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+        `x-request-id: ${newId.request()}\r\nx-should-retry: false\r\nconnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
 }

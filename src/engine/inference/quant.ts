@@ -62,7 +62,7 @@ export function quantizeInt4(w: Float32Array, n: number, k: number): Quantized {
       // symmetric
       let scale = max / -8;
       let zero = 8;
-      let err = fit(v, len, scale, zero, qa);
+      const err = fit(v, len, scale, zero, qa);
       let best = qa;
       // asymmetric min..max, then the least-squares scale for those levels
       if (hi > lo) {
@@ -86,7 +86,6 @@ export function quantizeInt4(w: Float32Array, n: number, k: number): Quantized {
           }
         }
         if (e < err) {
-          err = e;
           scale = sOpt;
           zero = z0;
           best = qb;
