@@ -143,10 +143,11 @@ describe("fine-tuning jobs", () => {
 
   test("validation failures: too few examples, a bad line, an example too long", async () => {
     const nine = await client.fineTuning.jobs.create({ model: MODEL, training_file: await upload(jsonl(9)) });
+    const nineFile = nine.training_file;
     const f9 = await waitStatus(nine.id, ["failed"]);
     assert.equal(f9.error?.code, "invalid_n_examples");
     assert.equal(f9.error?.param, "training_file");
-    assert.match(f9.error!.message, /^Training file has 9 example\(s\), but must have at least 10 examples/);
+    assert.equal(f9.error!.message, `Training file has 9 example(s), but must have at least 10 examples (file ${nineFile})`);
     assert.equal(f9.fine_tuned_model, null);
     assert.equal(f9.trained_tokens, null);
 
@@ -156,7 +157,7 @@ describe("fine-tuning jobs", () => {
     const bad = await waitStatus((await client.fineTuning.jobs.create({ model: MODEL, training_file: badId })).id, ["failed"]);
     assert.equal(bad.error?.code, "invalid_training_file");
     assert.match(bad.error!.message, /Example 2/);
-    assert.match(bad.error!.message, new RegExp(`file ${badId}, line 2`));
+    assert.match(bad.error!.message, new RegExp(`^The job failed due to an invalid training file\\. Invalid file format\\. Example 2, .* \\(file ${badId}, line 2\\)$`));
     const events = await client.fineTuning.jobs.listEvents(bad.id);
     assert.equal(events.data[0]!.level, "error");
 
