@@ -183,10 +183,10 @@ describe("fine-tuning jobs", () => {
     assert.equal((await client.fineTuning.jobs.resume(job.id)).status, "queued");
 
     const h = { authorization: `Bearer ${server.apiKey}` };
-    const withJson = await fetch(`${server.baseURL}/fine_tuning/jobs/${job.id}/cancel`, { method: "POST", headers: { ...h, "content-type": "application/json" } });
+    const withJson = await server.fetch(`${server.baseURL}/fine_tuning/jobs/${job.id}/cancel`, { method: "POST", headers: { ...h, "content-type": "application/json" } });
     assert.equal(withJson.status, 200);
     assert.equal(((await withJson.json()) as Job).status, "cancelled");
-    const bare = await fetch(`${server.baseURL}/fine_tuning/jobs/${job.id}/cancel`, { method: "POST", headers: h });
+    const bare = await server.fetch(`${server.baseURL}/fine_tuning/jobs/${job.id}/cancel`, { method: "POST", headers: h });
     assert.equal(bare.status, 200, "a retried cancel returns the cancelled job");
     const cancelled = await client.fineTuning.jobs.retrieve(job.id);
     assert.ok(cancelled.finished_at! >= cancelled.created_at);
@@ -229,10 +229,10 @@ describe("fine-tuning jobs", () => {
   test("a retried create (X-Stainless-Retry-Count > 0) returns the job the first try made", async () => {
     const body = JSON.stringify({ model: MODEL, training_file: trainId, seed: 7, suffix: "retry" });
     const h = { authorization: `Bearer ${server.apiKey}`, "content-type": "application/json" };
-    const first = (await (await fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: { ...h, "x-stainless-retry-count": "0" }, body })).json()) as Job;
-    const retry = (await (await fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: { ...h, "x-stainless-retry-count": "1" }, body })).json()) as Job;
+    const first = (await (await server.fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: { ...h, "x-stainless-retry-count": "0" }, body })).json()) as Job;
+    const retry = (await (await server.fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: { ...h, "x-stainless-retry-count": "1" }, body })).json()) as Job;
     assert.equal(retry.id, first.id);
-    const fresh = (await (await fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: h, body })).json()) as Job;
+    const fresh = (await (await server.fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: h, body })).json()) as Job;
     assert.notEqual(fresh.id, first.id, "a new request (not a retry) makes a new job");
   });
 });
