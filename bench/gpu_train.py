@@ -8,7 +8,7 @@ per-document attention, lm_head only on trained positions), AdamW + clipping as 
     .venv/bin/python bench/gpu_train.py --tiny     # a tiny Llama of the same layout, any device (CPU here)
 
 Reports tokens/s (every token of the packed rows is a trained token: prompt-and-completion, as the
-speed bench defines it), MFU (training-notes §4.8 model FLOPs; against 788 TFLOP/s, the measured
+speed bench defines it), MFU (openft_trainer/flops.py's model FLOPs; against 788 TFLOP/s, the measured
 bf16 dense matmul ceiling of an H200, and the 989 TFLOP/s datasheet figure) and peak GPU memory.
 The device it ran on is printed in the table; a CPU run proves the code path, not GPU numbers.
 """
@@ -171,7 +171,7 @@ def main() -> None:
         print(f"{label:<18} {r['tok_s']:>10.1f} {mfu1:>9} {mfu2:>9} {mem:>12} {r['load_s']:>7.0f} "
               f"{r['loss_first']:>6.3f}->{r['loss_last']:.3f}")
     r0 = results[0]
-    print(f"\nN_mat {r0['n_mat'] / 1e9:.3f} B, N_lora {r0['n_lora'] / 1e6:.1f} M; model FLOPs per training-notes §4.8")
+    print(f"\nN_mat {r0['n_mat'] / 1e9:.3f} B, N_lora {r0['n_lora'] / 1e6:.1f} M; model FLOPs as in openft_trainer/flops.py")
 
 
 if __name__ == "__main__":

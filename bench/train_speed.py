@@ -17,7 +17,7 @@ Definitions (the same for all engines):
   model loading, tokenization and the final adapter save are outside it).
 * loss: mean cross-entropy on the assistant tokens of a held-out set (the same tokens for every
   engine), computed after training by one evaluator in fp32 with each engine's saved adapter.
-* MFU: model FLOPs per trained token from training-notes §4.8 (LoRA: 4*N_mat + 6*N_lora +
+* MFU: model FLOPs per trained token as in openft_trainer/flops.py (LoRA: 4*N_mat + 6*N_lora +
   12*L*d_attn*T_ctx, T_ctx per document) x tokens/s, divided by this CPU's measured dense matmul
   peak (the best of fp32 and bf16 2048^3 matmuls, measured at the start of the run).
 """

@@ -2,6 +2,13 @@
 # Sourced by scripts/test.sh: installs (if missing) and starts a throwaway PostgreSQL server and
 # moto's S3 server on free loopback ports, exporting OPENFT_TEST_DATABASE_URL and
 # OPENFT_TEST_S3_ENDPOINT. stop_test_services stops both and removes their data.
+# A service that cannot start ends the run with scripts/test.sh's summary line.
+
+services_fail() { # services_fail MESSAGE
+  echo "test: $1" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+}
 
 free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -17,9 +24,9 @@ find_pg_bin() {
 ensure_postgres_installed() {
   if ! find_pg_bin >/dev/null; then
     echo "test: installing PostgreSQL (apt)"
-    if [ "$(id -u)" != 0 ]; then echo "test: PostgreSQL is missing and this user cannot apt-get install it" >&2; exit 1; fi
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    [ "$(id -u)" = 0 ] || services_fail "PostgreSQL is missing and this user cannot apt-get install it"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq || services_fail "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null || services_fail "apt-get install postgresql failed"
   fi
 }
 
@@ -29,7 +36,7 @@ as_pg() { # runs a command as the user that owns the cluster (postgres refuses r
 
 start_postgres() {
   ensure_postgres_installed
-  local bin; bin=$(find_pg_bin)
+  local bin; bin=$(find_pg_bin) || services_fail "no pg_ctl found after installing PostgreSQL"
   PG_USER=$(id -un)
   if [ "$(id -u)" = 0 ]; then
     PG_USER=postgres
@@ -38,9 +45,10 @@ start_postgres() {
   PG_DIR=$(mktemp -d /tmp/openft-pg.XXXXXX)
   chown "$PG_USER" "$PG_DIR"
   PG_PORT=$(free_port)
-  as_pg "$bin/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 >/dev/null
-  as_pg "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
   PG_BIN=$bin
+  as_pg "$bin/initdb" -D "$PG_DIR/data" -U postgres -A trust -E UTF8 >/dev/null || services_fail "initdb failed"
+  as_pg "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null \
+    || { cat "$PG_DIR/log" >&2; services_fail "PostgreSQL did not start"; }
   export OPENFT_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
   echo "test: PostgreSQL on port $PG_PORT"
 }
@@ -58,7 +66,8 @@ start_moto() {
     fi
     sleep 0.2
   done
-  echo "test: moto did not start:" >&2; cat "$MOTO_LOG" >&2; exit 1
+  cat "$MOTO_LOG" >&2
+  services_fail "moto did not start"
 }
 
 stop_test_services() {

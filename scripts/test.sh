@@ -24,7 +24,7 @@ count() { # count LABEL PASS FAIL
 
 run_node() { # run_node BACKEND
   echo "=== node suites on $1"
-  OPENFT_TEST_BACKEND=$1 node --test --test-concurrency=1 --test-reporter=spec ${OPENFT_TEST_FILES:-dist/test/*.test.js} 2>&1 | tee "$LOG"
+  OPENFT_TEST_BACKEND=$1 node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec ${OPENFT_TEST_FILES:-dist/test/*.test.js} 2>&1 | tee "$LOG"
   local rc=${PIPESTATUS[0]}
   local p f
   p=$(grep -E '^ℹ pass [0-9]+' "$LOG" | tail -1 | awk '{print $3}')

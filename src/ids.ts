@@ -21,6 +21,13 @@ export const newId = {
   apiKey: () => `key_${randomAlnum(24)}`,
   request: () => `req_${randomAlnum(24)}`,
   chatCompletion: () => `chatcmpl-${randomAlnum(29)}`,
+  fineTuningJob: () => `ftjob-${randomAlnum(24)}`,
+  fineTuningEvent: () => `ftevent-${randomAlnum(24)}`,
+  checkpoint: () => `ftckpt_${randomAlnum(24)}`,
+  worker: () => `wrk_${randomAlnum(20)}`,
+  workerToken: () => `wt-${randomAlnum(40)}`,
+  /** The lease owner of one API process's file validator. */
+  validatorOwner: () => `api-${randomAlnum(24)}`,
 };
 
 export function newApiKeySecret(): string {

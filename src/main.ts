@@ -85,7 +85,7 @@ async function serve(config: Config): Promise<void> {
     blobs,
     baseModels,
     log,
-    owner: `api-${newId.request().slice(4)}`,
+    owner: newId.validatorOwner(),
     onQueued: () => wakeup.notify(),
   });
   const app = await buildApp({

@@ -6,6 +6,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import OpenAI, { toFile } from "openai";
+import { loadChatTokenizer } from "../src/jobs/validation/tokenizer.js";
 import { waitForStatus } from "./helpers/jobs.js";
 import { startServer, type TestServer } from "./helpers/server.js";
 import { buildTinyModel } from "./helpers/tiny-weights.js";
@@ -37,7 +38,12 @@ describe("chat completions on a base model", () => {
     assert.ok("refusal" in c.message && "logprobs" in c);
     assert.ok(["stop", "length"].includes(c.finish_reason));
     assert.equal(r.usage!.total_tokens, r.usage!.prompt_tokens + r.usage!.completion_tokens);
-    assert.ok(r.usage!.prompt_tokens > 0 && r.usage!.completion_tokens > 0 && r.usage!.completion_tokens <= 8);
+    // The ChatML prompt, written out here, counted with the model's own tokenizer.
+    const tokenizer = await loadChatTokenizer(path.join(server.env.OPENFT_MODELS_DIR!, "tiny-llama"));
+    assert.equal(r.usage!.prompt_tokens, tokenizer.countText("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"));
+    // "length" means the 8-token limit was reached; a "stop" is the end-of-turn token, counted too.
+    if (c.finish_reason === "length") assert.equal(r.usage!.completion_tokens, 8);
+    else assert.ok(r.usage!.completion_tokens >= 1 && r.usage!.completion_tokens <= 8);
   });
 
   test("text parts, developer and system messages, max_tokens and n", async () => {
@@ -87,18 +93,19 @@ describe("chat completions on a base model", () => {
   });
 
   test("streaming: raw chunks, the stream helper, include_usage", async () => {
-    const stream = await client.chat.completions.create({ ...hi, n: 2, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.chat.completions.create({ ...hi, n: 2, seed: 11, stream: true, stream_options: { include_usage: true } });
     const chunks: OpenAI.Chat.ChatCompletionChunk[] = [];
     for await (const c of stream) chunks.push(c);
     assert.ok(chunks.every((c) => c.id === chunks[0]!.id && c.created === chunks[0]!.created && c.object === "chat.completion.chunk"));
     const last = chunks.at(-1)!;
     assert.deepEqual(last.choices, []);
-    assert.ok(last.usage!.total_tokens > 0);
+    const same = await client.chat.completions.create({ ...hi, n: 2, seed: 11 });
+    assert.deepEqual(last.usage, same.usage, "the stream's usage is the completion's");
     assert.ok(chunks.slice(0, -1).every((c) => c.usage === null));
     for (const index of [0, 1]) {
       const mine = chunks.flatMap((c) => c.choices.filter((x) => x.index === index));
       assert.equal(mine[0]!.delta.role, "assistant");
-      assert.equal(mine.filter((x) => x.finish_reason !== null).length, 1);
+      assert.deepEqual(mine.filter((x) => x.finish_reason !== null).map((x) => x.finish_reason), [same.choices[index]!.finish_reason]);
     }
     const text = (i: number) => chunks.flatMap((c) => c.choices.filter((x) => x.index === i).map((x) => x.delta.content ?? "")).join("");
 
@@ -108,7 +115,7 @@ describe("chat completions on a base model", () => {
     const final = await helper.finalChatCompletion();
     assert.equal(final.choices[0]!.message.content, whole.choices[0]!.message.content);
     assert.equal(final.choices[0]!.finish_reason, whole.choices[0]!.finish_reason);
-    assert.ok(text(0).length >= 0 && text(1).length >= 0);
+    assert.deepEqual([text(0), text(1)], same.choices.map((c) => c.message.content), "the same seed streams the same text");
   });
 
   test("errors: unknown model, bad values, unsupported features, too long", async () => {
@@ -179,9 +186,16 @@ describe("fine-tuned models: trained by the real trainer, served together", () =
   test("an ft: checkpoint is served too, with its own adapter", async () => {
     const ckpts = await client.fineTuning.jobs.checkpoints.list(jobs.banana!);
     const first = ckpts.data.at(-1)!;
-    const r = await ask(first.fine_tuned_model_checkpoint);
+    const scored = (model: string) => client.chat.completions.create({ model, messages: [{ role: "user", content: "What is the secret word? (3)" }], temperature: 0, max_completion_tokens: 6, logprobs: true });
+    const r = await scored(first.fine_tuned_model_checkpoint);
     assert.equal(r.model, first.fine_tuned_model_checkpoint);
-    assert.equal(typeof r.choices[0]!.message.content, "string");
+    // Taught by then (6 of 8 epochs): the banana job's adapter, not cherry's, not the bare model's.
+    assert.equal(r.choices[0]!.message.content, "banana");
+    // And its own weights, not the final adapter's: the same tokens with other probabilities.
+    const final = await scored(tuned.banana!);
+    assert.equal(final.choices[0]!.message.content, "banana");
+    const logprobs = (x: typeof r) => x.choices[0]!.logprobs!.content!.map((t) => t.logprob);
+    assert.notDeepEqual(logprobs(r), logprobs(final));
   });
 
   test("concurrent requests on different adapters give the same tokens as one by one, beyond the adapter cache", async () => {

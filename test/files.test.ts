@@ -175,10 +175,10 @@ describe("files", () => {
     assert.ok(!err.message.includes("sk-wrong-key-000000000"), "the key is not echoed whole");
     // Paths the router normalises still need a key.
     for (const p of ["//v1/files", "/%761/files", "/v1//files", "/v1/files/"]) {
-      const r = await fetch(`${server.url}${p}`);
+      const r = await server.fetch(`${server.url}${p}`);
       assert.equal(r.status, 401, p);
     }
-    const res = await fetch(`${server.baseURL}/files`);
+    const res = await server.fetch(`${server.baseURL}/files`);
     assert.equal(res.status, 401);
     const body = (await res.json()) as { error: Record<string, unknown> };
     assertResponseMatches("get", "/v1/files", 401, body);
@@ -187,7 +187,7 @@ describe("files", () => {
 
   test("unknown routes, bad query values and bad JSON bodies answer in the envelope", async () => {
     const h = { authorization: `Bearer ${server.apiKey}` };
-    const unknown = await fetch(`${server.baseURL}/nothing/here`, { headers: h });
+    const unknown = await server.fetch(`${server.baseURL}/nothing/here`, { headers: h });
     assert.equal(unknown.status, 404);
     assert.deepEqual(Object.keys(((await unknown.json()) as { error: object }).error).sort(), ["code", "message", "param", "type"]);
     assert.match(unknown.headers.get("x-request-id") ?? "", /^req_/);
@@ -199,7 +199,7 @@ describe("files", () => {
     const badAfter = await expectApiError(client.files.list({ after: "file-nope" }), 404);
     assert.equal(badAfter.param, "after");
 
-    const notMultipart = await fetch(`${server.baseURL}/files`, { method: "POST", headers: { ...h, "content-type": "application/json" }, body: "{not json" });
+    const notMultipart = await server.fetch(`${server.baseURL}/files`, { method: "POST", headers: { ...h, "content-type": "application/json" }, body: "{not json" });
     assert.equal(notMultipart.status, 400);
     assert.equal(notMultipart.headers.get("x-should-retry"), "false");
   });
@@ -207,7 +207,7 @@ describe("files", () => {
   test("ids with raw or escaped colons reach the route whole", async () => {
     const h = { authorization: `Bearer ${server.apiKey}` };
     for (const p of ["file-a:b:c", "file-a%3Ab%3Ac", "file-a%3ab:c"]) {
-      const res = await fetch(`${server.baseURL}/files/${p}`, { headers: h });
+      const res = await server.fetch(`${server.baseURL}/files/${p}`, { headers: h });
       assert.equal(res.status, 404, p);
       const body = (await res.json()) as { error: { message: string } };
       assert.equal(body.error.message, "No such File object: file-a:b:c", p);
@@ -218,18 +218,18 @@ describe("files", () => {
     const a = await client.files.create({ file: await toFile(Buffer.from("a"), "a.txt"), purpose: "user_data" });
     const b = await client.files.create({ file: await toFile(Buffer.from("b"), "b.txt"), purpose: "user_data" });
     const h = { authorization: `Bearer ${server.apiKey}` };
-    const withJson = await fetch(`${server.baseURL}/files/${a.id}`, { method: "DELETE", headers: { ...h, "content-type": "application/json" } });
+    const withJson = await server.fetch(`${server.baseURL}/files/${a.id}`, { method: "DELETE", headers: { ...h, "content-type": "application/json" } });
     assert.equal(withJson.status, 200);
-    const bare = await fetch(`${server.baseURL}/files/${b.id}`, { method: "DELETE", headers: h });
+    const bare = await server.fetch(`${server.baseURL}/files/${b.id}`, { method: "DELETE", headers: h });
     assert.equal(bare.status, 200);
     assert.deepEqual(await bare.json(), { id: b.id, object: "file", deleted: true });
   });
 
   test("healthz and readyz", async () => {
-    const health = await fetch(`${server.url}/healthz`);
+    const health = await server.fetch(`${server.url}/healthz`);
     assert.equal(health.status, 200);
     assertResponseMatches("get", "/healthz", 200, await health.json());
-    const ready = await fetch(`${server.url}/readyz`);
+    const ready = await server.fetch(`${server.url}/readyz`);
     assert.equal(ready.status, 200);
     assertResponseMatches("get", "/readyz", 200, await ready.json());
   });

@@ -143,10 +143,11 @@ describe("fine-tuning jobs", () => {
 
   test("validation failures: too few examples, a bad line, an example too long", async () => {
     const nine = await client.fineTuning.jobs.create({ model: MODEL, training_file: await upload(jsonl(9)) });
+    const nineFile = nine.training_file;
     const f9 = await waitStatus(nine.id, ["failed"]);
     assert.equal(f9.error?.code, "invalid_n_examples");
     assert.equal(f9.error?.param, "training_file");
-    assert.match(f9.error!.message, /^Training file has 9 example\(s\), but must have at least 10 examples/);
+    assert.equal(f9.error!.message, `Training file has 9 example(s), but must have at least 10 examples (file ${nineFile})`);
     assert.equal(f9.fine_tuned_model, null);
     assert.equal(f9.trained_tokens, null);
 
@@ -156,7 +157,7 @@ describe("fine-tuning jobs", () => {
     const bad = await waitStatus((await client.fineTuning.jobs.create({ model: MODEL, training_file: badId })).id, ["failed"]);
     assert.equal(bad.error?.code, "invalid_training_file");
     assert.match(bad.error!.message, /Example 2/);
-    assert.match(bad.error!.message, new RegExp(`file ${badId}, line 2`));
+    assert.match(bad.error!.message, new RegExp(`^The job failed due to an invalid training file\\. Invalid file format\\. Example 2, .* \\(file ${badId}, line 2\\)$`));
     const events = await client.fineTuning.jobs.listEvents(bad.id);
     assert.equal(events.data[0]!.level, "error");
 
@@ -182,10 +183,10 @@ describe("fine-tuning jobs", () => {
     assert.equal((await client.fineTuning.jobs.resume(job.id)).status, "queued");
 
     const h = { authorization: `Bearer ${server.apiKey}` };
-    const withJson = await fetch(`${server.baseURL}/fine_tuning/jobs/${job.id}/cancel`, { method: "POST", headers: { ...h, "content-type": "application/json" } });
+    const withJson = await server.fetch(`${server.baseURL}/fine_tuning/jobs/${job.id}/cancel`, { method: "POST", headers: { ...h, "content-type": "application/json" } });
     assert.equal(withJson.status, 200);
     assert.equal(((await withJson.json()) as Job).status, "cancelled");
-    const bare = await fetch(`${server.baseURL}/fine_tuning/jobs/${job.id}/cancel`, { method: "POST", headers: h });
+    const bare = await server.fetch(`${server.baseURL}/fine_tuning/jobs/${job.id}/cancel`, { method: "POST", headers: h });
     assert.equal(bare.status, 200, "a retried cancel returns the cancelled job");
     const cancelled = await client.fineTuning.jobs.retrieve(job.id);
     assert.ok(cancelled.finished_at! >= cancelled.created_at);
@@ -228,10 +229,10 @@ describe("fine-tuning jobs", () => {
   test("a retried create (X-Stainless-Retry-Count > 0) returns the job the first try made", async () => {
     const body = JSON.stringify({ model: MODEL, training_file: trainId, seed: 7, suffix: "retry" });
     const h = { authorization: `Bearer ${server.apiKey}`, "content-type": "application/json" };
-    const first = (await (await fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: { ...h, "x-stainless-retry-count": "0" }, body })).json()) as Job;
-    const retry = (await (await fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: { ...h, "x-stainless-retry-count": "1" }, body })).json()) as Job;
+    const first = (await (await server.fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: { ...h, "x-stainless-retry-count": "0" }, body })).json()) as Job;
+    const retry = (await (await server.fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: { ...h, "x-stainless-retry-count": "1" }, body })).json()) as Job;
     assert.equal(retry.id, first.id);
-    const fresh = (await (await fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: h, body })).json()) as Job;
+    const fresh = (await (await server.fetch(`${server.baseURL}/fine_tuning/jobs`, { method: "POST", headers: h, body })).json()) as Job;
     assert.notEqual(fresh.id, first.id, "a new request (not a retry) makes a new job");
   });
 });

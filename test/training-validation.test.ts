@@ -118,7 +118,7 @@ describe("example counts and tokens", () => {
   test("9 examples → invalid_n_examples", async () => {
     assert.deepEqual(await validateTrainingFile(lines(9), training()), {
       ok: false,
-      error: { code: "invalid_n_examples", param: "training_file", message: "Training file has 9 example(s), but must have at least 10 examples" },
+      error: { code: "invalid_n_examples", param: "training_file", message: "Training file has 9 example(s), but must have at least 10 examples (file file-abc)" },
     });
   });
 
@@ -126,7 +126,7 @@ describe("example counts and tokens", () => {
     const result = await validateTrainingFile([""], { ...training(), param: "validation_file", minExamples: 1 });
     assert.deepEqual(result, {
       ok: false,
-      error: { code: "invalid_n_examples", param: "validation_file", message: "Validation file has 0 example(s), but must have at least 1 examples" },
+      error: { code: "invalid_n_examples", param: "validation_file", message: "Validation file has 0 example(s), but must have at least 1 examples (file file-abc)" },
     });
   });
 
@@ -210,10 +210,11 @@ describe("tokenizer folders", () => {
 });
 
 describe("auto hyperparameters", () => {
-  const auto = (nExamples: number) => resolveAutoHyperparameters({ nExamples, requested: { n_epochs: "auto", batch_size: "auto", learning_rate_multiplier: "auto" } });
+  const auto = (nExamples: number) => resolveAutoHyperparameters({ nExamples, requested: { n_epochs: "auto", batch_size: "auto", learning_rate_multiplier: "auto", lora_rank: "auto", lora_alpha: "auto", lora_dropout: "auto" } });
+  const loraDefaults = { lora_rank: 16, lora_alpha: 32, lora_dropout: 0.05, quantization: "none" };
 
-  test("10 examples → 10 epochs, batch 1, multiplier 2", () => {
-    assert.deepEqual(auto(10), { n_epochs: 10, batch_size: 1, learning_rate_multiplier: 2 });
+  test("10 examples → 10 epochs, batch 1, multiplier 2, and the LoRA defaults", () => {
+    assert.deepEqual(auto(10), { n_epochs: 10, batch_size: 1, learning_rate_multiplier: 2, ...loraDefaults });
   });
 
   test("epochs follow the cookbook estimator", () => {
@@ -227,7 +228,11 @@ describe("auto hyperparameters", () => {
   });
 
   test("explicit numbers pass through; absent means auto", () => {
-    assert.deepEqual(resolveAutoHyperparameters({ nExamples: 50, requested: { n_epochs: 4, learning_rate_multiplier: 0.5 } }), { n_epochs: 4, batch_size: 1, learning_rate_multiplier: 0.5 });
+    assert.deepEqual(resolveAutoHyperparameters({ nExamples: 50, requested: { n_epochs: 4, learning_rate_multiplier: 0.5 } }), { n_epochs: 4, batch_size: 1, learning_rate_multiplier: 0.5, ...loraDefaults });
+    assert.deepEqual(
+      resolveAutoHyperparameters({ nExamples: 50, requested: { lora_rank: 8, lora_alpha: 8, lora_dropout: 0, quantization: "nf4" } }),
+      { n_epochs: 3, batch_size: 1, learning_rate_multiplier: 2, lora_rank: 8, lora_alpha: 8, lora_dropout: 0, quantization: "nf4" },
+    );
     assert.throws(() => resolveAutoHyperparameters({ nExamples: 0, requested: {} }), RangeError);
   });
 });

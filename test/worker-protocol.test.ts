@@ -12,19 +12,22 @@ import OpenAI, { toFile } from "openai";
 import pino from "pino";
 import { ProtocolClient } from "../src/engine/worker/protocol-client.js";
 import { Worker } from "../src/engine/worker/worker.js";
+import { loadChatTokenizer } from "../src/jobs/validation/tokenizer.js";
 import { queryRows } from "./helpers/storage.js";
 import { ROOT, startServer, type TestServer } from "./helpers/server.js";
 import { buildGpt2ChatmlFolder } from "./helpers/tiny-models.js";
 import { TrainerDouble, type TrainerDoubleOptions } from "./helpers/trainer-double.js";
 
 const MODEL = "tiny-llama-gpt2";
-const example = (i: number) => JSON.stringify({ messages: [{ role: "user", content: `${i}+${i}?` }, { role: "assistant", content: `${2 * i}` }] });
+const conversation = (i: number) => ({ messages: [{ role: "user" as const, content: `${i}+${i}?` }, { role: "assistant" as const, content: `${2 * i}` }] });
+const example = (i: number) => JSON.stringify(conversation(i));
 const jsonl = (n: number) => Array.from({ length: n }, (_, i) => example(i)).join("\n") + "\n";
 
 describe("worker protocol", () => {
   let server: TestServer;
   let client: OpenAI;
   let fileId: string;
+  let modelDir: string;
   const workers: Worker[] = [];
   const log = pino({ level: "silent" });
 
@@ -48,7 +51,7 @@ describe("worker protocol", () => {
 
   before(async () => {
     server = await startServer({ projects: ["busy", "quiet"], workers: ["w1", "w2", "w3", "w4", "w5", "w6", "killme"], env: { OPENFT_WORKER_LEASE_SECONDS: "3" } });
-    await buildGpt2ChatmlFolder({ parent: server.env.OPENFT_MODELS_DIR });
+    modelDir = await buildGpt2ChatmlFolder({ parent: server.env.OPENFT_MODELS_DIR });
     client = server.client();
     fileId = (await client.files.create({ file: await toFile(Buffer.from(jsonl(12)), "train.jsonl"), purpose: "fine-tune" })).id;
   });
@@ -66,7 +69,10 @@ describe("worker protocol", () => {
     await stopWorkers();
     assert.equal(done.status, "succeeded", JSON.stringify(done.error));
     assert.match(done.fine_tuned_model!, /^ft:tiny-llama-gpt2:default:sfx:[A-Za-z0-9]{8}$/);
-    assert.ok(done.trained_tokens! > 0);
+    // The double trains every token of the 12 examples (as the validator counted them) 4 times.
+    const tokenizer = await loadChatTokenizer(modelDir);
+    const epochTokens = Array.from({ length: 12 }, (_, i) => tokenizer.countTokens(conversation(i))).reduce((a, b) => a + b, 0);
+    assert.equal(done.trained_tokens, 4 * epochTokens);
     assert.ok(done.finished_at! >= done.created_at);
     assert.equal(done.estimated_finish, null);
     assert.equal(done.result_files.length, 1);
@@ -114,7 +120,7 @@ describe("worker protocol", () => {
     for (const c of ckpts.data) assert.ok(ids.includes(c.fine_tuned_model_checkpoint));
     const raw = await client.models.retrieve(done.fine_tuned_model!);
     assert.deepEqual(Object.keys(raw).sort(), ["created", "id", "object", "owned_by"]);
-    const escaped = (await (await fetch(`${server.baseURL}/models/${done.fine_tuned_model!.replaceAll(":", "%3A")}`, { headers: { authorization: `Bearer ${server.apiKey}` } })).json()) as { id: string };
+    const escaped = (await (await server.fetch(`${server.baseURL}/models/${done.fine_tuned_model!.replaceAll(":", "%3A")}`, { headers: { authorization: `Bearer ${server.apiKey}` } })).json()) as { id: string };
     assert.equal(escaped.id, done.fine_tuned_model);
     assert.equal((await client.models.retrieve(MODEL)).owned_by, "system");
     const other = server.client(server.projectKeys.quiet);

@@ -21,7 +21,7 @@ export interface NewEvent {
   readonly data?: Record<string, unknown> | null;
 }
 
-export const newEventId = () => `ftevent-${newId.file().slice(5)}`;
+export const newEventId = newId.fineTuningEvent;
 
 export async function insertEvents(db: DbOrTx, jobId: string, events: readonly NewEvent[]): Promise<void> {
   if (events.length === 0) return;

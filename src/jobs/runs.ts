@@ -90,7 +90,7 @@ export async function commitCheckpoint(db: Db, blobs: BlobStore, job: JobRow, c:
   const pruned = await db.transaction(async (tx) => {
     const inserted = await tx
       .insert(jobCheckpoints)
-      .values({ id: `ftckpt_${newId.file().slice(5)}`, jobId: job.id, createdAt: nowSeconds(), stepNumber: c.step, epoch: c.epoch, metrics: { step: c.step, ...c.metrics }, modelName: name, blobPrefix: prefix, files: c.files })
+      .values({ id: newId.checkpoint(), jobId: job.id, createdAt: nowSeconds(), stepNumber: c.step, epoch: c.epoch, metrics: { step: c.step, ...c.metrics }, modelName: name, blobPrefix: prefix, files: c.files })
       .onConflictDoNothing()
       .returning({ id: jobCheckpoints.id });
     if (inserted.length === 0) return []; // a repeated report

@@ -14,12 +14,9 @@ import type { BaseModels } from "./base-models.js";
 import { nextFairRank } from "./queue.js";
 import { transition, type JobRow } from "./repo.js";
 import { loadChatTokenizer } from "./validation/tokenizer.js";
-import { resolveAutoHyperparameters, validateTrainingFile, type FileParam, type FileValidation } from "./validation/validate-file.js";
+import { resolveAutoHyperparameters, validateTrainingFile, type FileParam, type FileValidation, type RequestedHyperparameters } from "./validation/validate-file.js";
 
 const LEASE_MS = 5 * 60_000;
-
-// Defaults of our LoRA extensions, echoed resolved like OpenAI's own hyperparameters.
-export const LORA_DEFAULTS = { lora_rank: 16, lora_alpha: 32, lora_dropout: 0.05 } as const;
 
 export interface ValidatorDeps {
   readonly db: Db;
@@ -66,9 +63,7 @@ async function validateOne(deps: ValidatorDeps, job: JobRow, fileId: string, par
   const input = await deps.blobs.get(file.blobKey);
   const lines = readline.createInterface({ input, crlfDelay: Infinity });
   try {
-    const result = await validateTrainingFile(lines, { fileId, param, tokenizer, minExamples: param === "training_file" ? 10 : 1 });
-    if (!result.ok) result.error.message = `${result.error.message} (file ${fileId})`;
-    return result;
+    return await validateTrainingFile(lines, { fileId, param, tokenizer, minExamples: param === "training_file" ? 10 : 1 });
   } finally {
     lines.close();
     input.destroy();
@@ -93,14 +88,8 @@ export async function validateJob(deps: ValidatorDeps, job: JobRow): Promise<voi
     const validation = await validateOne(deps, job, job.validationFile, "validation_file");
     if (!validation.ok) return fail(deps, job, validation.error);
   }
-  const method = job.method as { type: string; supervised: { hyperparameters: Record<string, number | string> } };
-  const hp = method.supervised.hyperparameters;
-  const core = resolveAutoHyperparameters({
-    nExamples: training.nExamples,
-    requested: { n_epochs: hp.n_epochs as number | "auto", batch_size: hp.batch_size as number | "auto", learning_rate_multiplier: hp.learning_rate_multiplier as number | "auto" },
-  });
-  const pick = (k: keyof typeof LORA_DEFAULTS) => (hp[k] === "auto" || hp[k] === undefined ? LORA_DEFAULTS[k] : hp[k]);
-  const resolved = { ...hp, ...core, lora_rank: pick("lora_rank"), lora_alpha: pick("lora_alpha"), lora_dropout: pick("lora_dropout") };
+  const method = job.method as { type: string; supervised: { hyperparameters: RequestedHyperparameters } };
+  const resolved = resolveAutoHyperparameters({ nExamples: training.nExamples, requested: method.supervised.hyperparameters });
   await deps.db.transaction(async (tx) => {
     const fairRank = await nextFairRank(tx, job.projectId);
     await transition(

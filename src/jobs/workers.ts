@@ -1,7 +1,7 @@
 // Worker identities. A worker authenticates with a token of its own (never a user's API key);
 // tokens are stored as sha256 hashes like API keys.
 import { eq } from "drizzle-orm";
-import { randomAlnum, nowSeconds, sha256Hex } from "../ids.js";
+import { newId, nowSeconds, sha256Hex } from "../ids.js";
 import type { Db } from "../storage/db.js";
 import { workers } from "../storage/schema.js";
 
@@ -12,8 +12,8 @@ export interface Worker {
 
 /** Creates a worker and returns its token, shown once. */
 export async function createWorker(db: Db, name: string): Promise<{ worker: Worker; token: string }> {
-  const token = `wt-${randomAlnum(40)}`;
-  const worker = { id: `wrk_${randomAlnum(20)}`, name };
+  const token = newId.workerToken();
+  const worker = { id: newId.worker(), name };
   await db.insert(workers).values({ ...worker, tokenHash: sha256Hex(token), createdAt: nowSeconds() });
   return { worker, token };
 }

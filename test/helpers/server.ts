@@ -10,6 +10,7 @@ import path from "node:path";
 import OpenAI from "openai";
 import pg from "pg";
 import { projectRoot } from "../../src/project-root.js";
+import { checkedFetch, openApiViolations } from "./checked-fetch.js";
 
 export const ROOT = projectRoot();
 const BIN = path.join(ROOT, "bin", "openft.js");
@@ -32,7 +33,10 @@ export interface TestServer {
   readonly s3: S3Target | undefined;
   proc: ChildProcess;
   log: string;
+  /** An SDK client whose every response is checked against openapi.yaml (checked-fetch.ts). */
   client(apiKey?: string): OpenAI;
+  /** fetch, with the same check. */
+  fetch: typeof fetch;
   /** Keys of the projects named in StartOptions.projects. */
   readonly projectKeys: Readonly<Record<string, string>>;
   /** Tokens of the workers named in StartOptions.workers. */
@@ -81,7 +85,8 @@ async function dropDatabase(adminUrl: string, url: string): Promise<void> {
 function waitForUrl(proc: ChildProcess, onOutput: (s: string) => void): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = "";
-    const timer = setTimeout(() => reject(new Error(`server did not start in 60s:\n${buf}`)), 60_000);
+    // Generous: on a machine shared by several suites, a start has been seen to take 30 s.
+    const timer = setTimeout(() => reject(new Error(`server did not start in 120s:\n${buf}`)), 120_000);
     const onData = (d: Buffer) => {
       const s = d.toString();
       buf += s;
@@ -158,7 +163,14 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
       // A server that dies on its own is a bug: show why.
       if (!expectedExit.has(proc)) process.stderr.write(`\nopenft serve exited unexpectedly (${code ?? signal}):\n${server.log.slice(-8000)}\n`);
     });
-    return { proc, url: await waitForUrl(proc, (s) => (server.log += s)) };
+    try {
+      return { proc, url: await waitForUrl(proc, (s) => (server.log += s)) };
+    } catch (err) {
+      // A server that starts after the deadline would otherwise keep the test process alive.
+      expectedExit.add(proc);
+      proc.kill("SIGKILL");
+      throw err;
+    }
   };
 
   const runCli = (args: string[]) =>
@@ -181,6 +193,7 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   const projectKeys = await created(["keys", "create"], "--project", opts.projects ?? []);
   const workerTokens = await created(["workers", "create"], "--name", opts.workers ?? []);
 
+  const violationsBefore = openApiViolations().length;
   const state: { proc?: ChildProcess; log: string } = { log: "" };
   const first = await launch(state);
   let url = first.url;
@@ -205,8 +218,9 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
       state.log = v;
     },
     client(key = apiKey) {
-      return new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0, timeout: 120_000 });
+      return new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0, timeout: 120_000, fetch: checkedFetch });
     },
+    fetch: checkedFetch,
     projectKeys,
     workerTokens,
     cli: (...args: string[]) => runCli(args),
@@ -231,6 +245,8 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
       await server.stop();
       await fs.rm(dataDir, { recursive: true, force: true });
       if (adminUrl && databaseUrl) await dropDatabase(adminUrl, databaseUrl);
+      const seen = openApiViolations().slice(violationsBefore);
+      if (seen.length > 0) throw new Error(`responses that do not match openapi.yaml:\n${seen.join("\n")}`);
     },
   };
   return server;

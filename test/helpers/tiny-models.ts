@@ -1,5 +1,5 @@
 // Hugging Face model folders with an empty weights file (tokenizer + config, no tensor), built offline from
-// tokenizers that ship inside npm devDependencies (training-notes.md §2, §5). Enough for anything
+// tokenizers that ship inside npm devDependencies (no hub access needed). Enough for anything
 // that only reads the tokenizer, the chat template and the context length.
 import { copyFile, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -39,7 +39,7 @@ export async function buildQwen3Folder(opts: { parent?: string; maxPositionEmbed
 }
 
 /** ChatML with {% generation %} markers around what the assistant says, end-of-turn included,
- *  so that assistant-only loss trains exactly those tokens (training-notes.md §2). */
+ *  so that assistant-only loss trains exactly those tokens (transformers' return_assistant_tokens_mask). */
 export const CHATML_GENERATION_TEMPLATE = [
   "{%- for message in messages %}",
   "{%- if message.role == 'assistant' %}",

@@ -115,6 +115,8 @@ class TestServer:
             "OPENFT_DATA_DIR": self.data_dir,
             "OPENFT_MODELS_DIR": os.path.join(self.data_dir, "models"),
             "OPENFT_LOG_LEVEL": "info",
+            # No worker claims jobs, so a job stays `queued` until the test moves it (as in server.ts).
+            "OPENFT_EMBEDDED_WORKER": "false",
         }
         try:
             if BACKEND == "postgres-s3":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Callable, List
 
@@ -73,8 +74,7 @@ def test_upload_retrieve_content_delete_then_404(server, client):
     created = raw.parse()
     assert raw.headers["x-request-id"].startswith("req_")
     assert created._request_id == raw.headers["x-request-id"]
-    assert created.id.startswith("file-") and len(created.id) > len("file-")
-    assert created.id.replace("file-", "", 1).isalnum()
+    assert re.fullmatch(r"file-[A-Za-z0-9]{24}", created.id), created.id
     assert created.object == "file"
     assert created.bytes == len(body)
     assert created.filename == "train.jsonl"

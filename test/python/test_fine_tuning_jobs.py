@@ -332,7 +332,9 @@ def test_too_few_examples_fails_the_job_with_invalid_n_examples(client, model_di
     assert failed.status == "failed"
     assert failed.error.code == "invalid_n_examples"
     assert failed.error.param == "training_file"
-    assert failed.error.message.startswith("Training file has 9 example(s), but must have at least 10 examples"), failed.error.message
+    assert failed.error.message == (
+        f"Training file has 9 example(s), but must have at least 10 examples (file {job.training_file})"
+    ), failed.error.message
     assert failed.fine_tuned_model is None
     assert failed.trained_tokens is None
     events = client.fine_tuning.jobs.list_events(failed.id).data
@@ -350,7 +352,8 @@ def test_a_message_without_role_fails_the_job_naming_the_line(client, model_dir)
     assert failed.error.code == "invalid_training_file"
     assert failed.error.param == "training_file"
     assert "Example 2" in failed.error.message, failed.error.message
-    assert f"file {bad_id}, line 2" in failed.error.message, failed.error.message
+    assert failed.error.message.endswith(f" (file {bad_id}, line 2)"), failed.error.message
+    assert failed.error.message.count("(file ") == 1, failed.error.message
     events = client.fine_tuning.jobs.list_events(failed.id).data
     assert events[0].level == "error"
     assert events[0].message == failed.error.message

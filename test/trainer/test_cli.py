@@ -155,3 +155,22 @@ def test_error_event_and_exit_code(tmp_path, case, job):
     assert proc.returncode == 1
     (event,) = events_of(out)
     assert event["type"] == "error" and event["code"] == case and event["message"]
+
+
+@pytest.mark.parametrize("key", ["n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank", "lora_alpha",
+                                 "lora_dropout", "quantization"])
+def test_the_spec_needs_every_hyperparameter_resolved(tmp_path, key):
+    """The API resolves "auto"; a trainer that guessed its own defaults would train another job."""
+    from openft_trainer import spec as spec_lib
+    from openft_trainer.errors import TrainerError
+
+    raw = make_spec(tmp_path, tmp_path / "t.jsonl", tmp_path / "out")
+    for value in ("auto", None):
+        raw["hyperparameters"][key] = value
+        with pytest.raises(TrainerError) as err:
+            spec_lib.parse(raw)
+        assert err.value.code == "invalid_spec"
+        assert f"hyperparameters.{key} must be" in str(err.value), str(err.value)
+    del raw["hyperparameters"][key]
+    with pytest.raises(TrainerError):
+        spec_lib.parse(raw)

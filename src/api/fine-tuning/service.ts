@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { newId, nowSeconds } from "../../ids.js";
 import type { BaseModels } from "../../jobs/base-models.js";
 import { parseFtName } from "../../jobs/names.js";
+import { LORA_DEFAULTS } from "../../jobs/validation/validate-file.js";
 import * as jobs from "../../jobs/repo.js";
 import type { Db } from "../../storage/db.js";
 import { getFile } from "../../storage/repos/files.js";
@@ -69,7 +70,7 @@ function storedMethod(hp: Hyperparameters): StoredMethod {
   for (const key of ["n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank", "lora_alpha", "lora_dropout"] as const) {
     out[key] = hp[key] ?? "auto";
   }
-  out.quantization = hp.quantization ?? "none";
+  out.quantization = hp.quantization ?? LORA_DEFAULTS.quantization;
   return { type: "supervised", supervised: { hyperparameters: out } };
 }
 
@@ -115,7 +116,7 @@ export class FineTuningService {
     await this.checkFile(projectId, body.training_file, "training_file");
     if (body.validation_file) await this.checkFile(projectId, body.validation_file, "validation_file");
 
-    const id = `ftjob-${newId.file().slice(5)}`;
+    const id = newId.fineTuningJob();
     const validating = body.validation_file
       ? `Validating training file: ${body.training_file} and validation file: ${body.validation_file}`
       : `Validating training file: ${body.training_file}`;

@@ -1,6 +1,7 @@
 // Builds the Llama-family decoder graph (Llama 2/3, Mistral, SmolLM, Qwen2 with q/k/v bias, Qwen3
 // with q/k norms) and streams its weights into model.data. The op choices and their input
-// conventions are the ones measured in onnx-serving-notes §2 and §6.
+// conventions are those the onnxruntime-node CPU build was probed to run; the logits are checked
+// against transformers in test/inference-engine.test.ts.
 //
 // Inputs:  input_ids, position_ids int64 (B,S); seqlens_k int32 (B); total_sequence_length int32 [];
 //          logits_idx int64 (B,1); past_key.{l}/past_value.{l} f32 (B,KVN,P,D);

@@ -1,4 +1,5 @@
-// The JS-owned KV cache of the "append" design (onnx-serving-notes §6.3): per layer one K and one V
+// The JS-owned KV cache of the "append" design (the graph returns only the new K/V rows and JS
+// appends them at each row's position, a few KB per step): per layer one K and one V
 // buffer in BNSH layout (slots, kvHeads, capacity, headDim). A decode batch needs its sequences in
 // slots 0..B-1 so that the batch's past is a zero-copy prefix view; compact() swaps slots to get
 // there (a copy per moved sequence, rare once a batch is stable). Capacity follows the longest

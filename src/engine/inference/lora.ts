@@ -1,4 +1,4 @@
-// PEFT LoRA adapters as graph inputs (onnx-serving-notes §6.4). At load, each module's lora_A
+// PEFT LoRA adapters as graph inputs (so one graph serves every adapter). At load, each module's lora_A
 // [r,in] becomes A^T (in,r) and lora_B [out,r] becomes (scaling*B)^T (r,out). Projections that
 // share their input (q/k/v, gate/up: GROUPS) share one A input, their A^T side by side at one rank
 // per group (zero-padded), because one MatMul over them costs about half of one per projection.

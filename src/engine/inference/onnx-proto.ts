@@ -1,6 +1,6 @@
 // Encode-only protobuf writer for the handful of ONNX messages the graph builder needs
-// (onnx-serving-notes §1: weights never go inline, so the proto stays small and a dependency
-// buys nothing). Field numbers are those of onnx.proto (proto2); repeated scalars are written
+// (weights never go inline but into an external data file, so the proto stays small and a
+// dependency buys nothing). Field numbers are those of onnx.proto (proto2); repeated scalars are written
 // unpacked, which every parser accepts.
 
 export const DataType = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7, BOOL: 9 } as const;

@@ -1,6 +1,6 @@
-// 4-bit block quantization in com.microsoft.MatMulNBits layout (onnx-serving-notes §2): the weight
-// stays [out,in] (HF Linear), packed along `in` in blocks of 32, low nibble first, one fp32 scale
-// and one 4-bit zero point per block (w ≈ scale·(q − zero)).
+// 4-bit block quantization in com.microsoft.MatMulNBits layout (the onnxruntime-node CPU build runs
+// it): the weight stays [out,in] (HF Linear), packed along `in` in blocks of 32, low nibble first,
+// one fp32 scale and one 4-bit zero point per block (w ≈ scale·(q − zero)).
 //
 // Each block takes the better (smaller squared error) of two grids: symmetric (the
 // largest-magnitude value maps to −8, zero point 8, q4_0 style) and asymmetric (min..max over the

@@ -1,5 +1,5 @@
 // Worker-thread entry: owns the Engine (session, KV cache, adapters), because session.run blocks
-// the thread that calls it (onnx-serving-notes §5). Requests run one at a time, in arrival order.
+// the thread that calls it (onnxruntime-node's run is synchronous), and the HTTP loop must not wait. Requests run one at a time, in arrival order.
 import { parentPort, workerData } from "node:worker_threads";
 import { Engine } from "./engine.js";
 import type { Reply, Request, WorkerInit } from "./protocol.js";

@@ -1,5 +1,5 @@
 // One line of a supervised fine-tuning file, checked against OpenAI's chat format
-// (openai-contract.md §7.1; the 2025-05 spec's `FineTuneChatRequestInput`). Problems are worded the
+// (the 2025-05 OpenAI spec's `FineTuneChatRequestInput`). Problems are worded the
 // way the live API words them where a wording was observed ("Example 100, message 2 Discriminator
 // 'role' is missing in value"), and in the same "Example N, message M <problem>" shape otherwise.
 

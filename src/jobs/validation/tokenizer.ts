@@ -1,6 +1,7 @@
 // Counts the tokens of a training example the way the trainer will see it: rendered with the base
 // model's own chat template, then encoded with its own tokenizer, both read from the Hugging Face
-// model folder and run offline (@huggingface/tokenizers, @huggingface/jinja; onnx-serving-notes §4).
+// model folder and run offline by @huggingface/tokenizers and @huggingface/jinja (the standalone
+// pieces: no transformers.js, no hub access).
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { Template } from "@huggingface/jinja";

@@ -1,5 +1,6 @@
 // Validates a whole training or validation file before a job is queued, and resolves the "auto"
-// hyperparameters from its size. Failures carry the job `error` object of openai-contract.md §7.2.
+// hyperparameters from its size. Failures carry OpenAI's job `error` object: `code`
+// (invalid_training_file, invalid_validation_file, invalid_n_examples), `param` and `message`.
 import { checkChatExample, type ChatExample } from "./chat-format.js";
 
 export type FileParam = "training_file" | "validation_file";
@@ -102,7 +103,7 @@ export async function validateTrainingFile(
   }
   if (nExamples < opts.minExamples) {
     const kind = kindOf(opts.param);
-    const message = `${kind[0]!.toUpperCase()}${kind.slice(1)} file has ${nExamples} example(s), but must have at least ${opts.minExamples} examples`;
+    const message = `${kind[0]!.toUpperCase()}${kind.slice(1)} file has ${nExamples} example(s), but must have at least ${opts.minExamples} examples (file ${opts.fileId})`;
     return { ok: false, error: { code: "invalid_n_examples", param: opts.param, message } };
   }
   return { ok: true, nExamples, totalTokens, maxTokens };
@@ -110,21 +111,36 @@ export async function validateTrainingFile(
 
 export type HyperparameterRequest = "auto" | number;
 
-/** Keys mirror the wire `hyperparameters` object, which the job echoes back resolved (§3.2). */
+export type Quantization = "none" | "nf4";
+
+/** Keys mirror the wire `method.supervised.hyperparameters` object, which the job echoes back
+ *  resolved once its files are validated, as OpenAI's jobs do. */
 export interface RequestedHyperparameters {
   n_epochs?: HyperparameterRequest;
   batch_size?: HyperparameterRequest;
   learning_rate_multiplier?: HyperparameterRequest;
+  lora_rank?: HyperparameterRequest;
+  lora_alpha?: HyperparameterRequest;
+  lora_dropout?: HyperparameterRequest;
+  quantization?: Quantization;
 }
 
+/** What the trainer receives: numbers only (it has no defaults of its own). */
 export interface ResolvedHyperparameters {
   n_epochs: number;
   batch_size: number;
   learning_rate_multiplier: number;
+  lora_rank: number;
+  lora_alpha: number;
+  lora_dropout: number;
+  quantization: Quantization;
 }
 
-/** The cookbook's default-epoch estimator (openai-contract.md §7.3): aim for 3 epochs, but see at
- *  least ~100 and at most ~25,000 examples in total. 10 examples → 10 epochs, as observed live. */
+/** Our LoRA extensions' defaults: rank 16 with alpha 2x rank (PEFT's usual scale) and light dropout. */
+export const LORA_DEFAULTS = { lora_rank: 16, lora_alpha: 32, lora_dropout: 0.05, quantization: "none" } as const;
+
+/** OpenAI's cookbook's default-epoch estimator: aim for 3 epochs, but see at least ~100 and at
+ *  most ~25,000 examples in total. 10 examples → 10 epochs, as observed on the live API. */
 export function autoEpochs(nExamples: number): number {
   if (nExamples * 3 < 100) return Math.min(25, Math.floor(100 / nExamples));
   if (nExamples * 3 > 25_000) return Math.max(1, Math.floor(25_000 / nExamples));
@@ -155,5 +171,9 @@ export function resolveAutoHyperparameters(input: {
     n_epochs: pick(requested.n_epochs, () => autoEpochs(nExamples)),
     batch_size: pick(requested.batch_size, () => autoBatchSize(nExamples)),
     learning_rate_multiplier: pick(requested.learning_rate_multiplier, () => AUTO_LEARNING_RATE_MULTIPLIER),
+    lora_rank: pick(requested.lora_rank, () => LORA_DEFAULTS.lora_rank),
+    lora_alpha: pick(requested.lora_alpha, () => LORA_DEFAULTS.lora_alpha),
+    lora_dropout: pick(requested.lora_dropout, () => LORA_DEFAULTS.lora_dropout),
+    quantization: requested.quantization ?? LORA_DEFAULTS.quantization,
   };
 }

@@ -1,4 +1,4 @@
-"""Model FLOPs and MFU for LoRA training (training-notes §4.8).
+"""Model FLOPs and MFU for LoRA training (the usual 6N rule, split for frozen and trainable weights).
 
 Per trained token (one forward + backward):
     full fine-tuning : 6*N_mat            + 12*L*d_attn*T_ctx

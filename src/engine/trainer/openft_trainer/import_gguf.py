@@ -3,7 +3,7 @@
     python -m openft_trainer.import_gguf FILE.gguf OUT_DIR
 
 transformers dequantizes GGUF weights on load, but a GGUF-loaded model can be neither trained
-nor saved (training-notes §1.1): its weights are copied into a fresh model built from the same
+nor saved as loaded: its weights are copied into a fresh model built from the same
 config, saved in bf16 with the tokenizer and chat template rebuilt from the GGUF metadata. The
 folder is written beside OUT_DIR and renamed into place, so a crash leaves no half folder.
 Prints one JSON line: {"type": "done", "dir", "architecture", "parameters"} or an error.

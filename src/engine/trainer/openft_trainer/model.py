@@ -209,7 +209,7 @@ def load_base(base_model_dir: str, device: torch.device, quantization: str, attn
         raise
     except Exception as e:
         raise TrainerError("model_load_failed", f"cannot load the model from {base_model_dir}: {e}") from e
-    model.config.use_cache = False  # packed batches need it off (training-notes §4.1)
+    model.config.use_cache = False  # with a cache, transformers skips the packed block-diagonal mask and examples leak into each other
     if quantization == "nf4":
         from peft import prepare_model_for_kbit_training
 

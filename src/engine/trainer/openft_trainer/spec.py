@@ -18,7 +18,8 @@
   "attn_implementation": "sdpa",
   "dtype": "auto"                                # frozen base weights: "auto"|"float32"|"bfloat16"
 }
-A hyperparameter that is missing or "auto" takes the default above. "dtype" missing or null takes
+Every hyperparameter is required and a number (quantization: "none" or "nf4"): the API resolves
+"auto" when it queues the job, and the trainer has no defaults of its own. "dtype" missing or null takes
 $OPENFT_TRAIN_DTYPE, else "auto": bf16 on CUDA and on a CPU with native bf16 matmuls (avx512_bf16
 or AMX), fp32 elsewhere ("float32" is the exact path; "fp32"/"bf16" are accepted as aliases). The learning rate is
 BASE_LEARNING_RATE (2e-4, a usual LoRA rate) times learning_rate_multiplier.
@@ -34,8 +35,6 @@ from .errors import TrainerError
 
 BASE_LEARNING_RATE = 2e-4
 DTYPES = ("auto", "float32", "bfloat16", "fp32", "bf16")
-DEFAULTS = {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.0, "lora_rank": 16, "lora_alpha": 32,
-            "lora_dropout": 0.05, "quantization": "none"}
 
 
 @dataclass(frozen=True)
@@ -85,9 +84,7 @@ def _path(raw: dict, key: str, required: bool = True) -> str | None:
 
 
 def _number(hp: dict, key: str, kind: type, low: float, high: float | None = None):
-    value = hp.get(key, "auto")
-    if value == "auto" or value is None:
-        value = DEFAULTS[key]
+    value = hp.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
         raise _bad(f"hyperparameters.{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     if value < low or (high is not None and value > high):
@@ -101,8 +98,7 @@ def parse(raw: object) -> Spec:
     hp = raw.get("hyperparameters") or {}
     if not isinstance(hp, dict):
         raise _bad("'hyperparameters' must be an object")
-    quantization = hp.get("quantization", "auto")
-    quantization = DEFAULTS["quantization"] if quantization in ("auto", None) else quantization
+    quantization = hp.get("quantization")
     if quantization not in ("none", "nf4"):
         raise _bad(f"hyperparameters.quantization must be 'none' or 'nf4', got {quantization!r}")
     hyper = Hyperparameters(
