@@ -5,6 +5,7 @@ import { buildApp } from "./api/app.js";
 import { ServingPool } from "./engine/serving/pool.js";
 import { ConfigError, loadConfig, processEnv, type Config, type Env } from "./config.js";
 import { createLogger } from "./logger.js";
+import { Metrics } from "./metrics/index.js";
 import { newId } from "./ids.js";
 import { startBackground } from "./jobs/background.js";
 import { BaseModels } from "./jobs/base-models.js";
@@ -78,7 +79,8 @@ async function serve(config: Config): Promise<void> {
   const stopSweeper = startSweeper(database.db, blobs, log, Math.max(1000, config.files.uploadLeaseMs / 2));
   const baseModels = new BaseModels(config.modelsDir);
   const wakeup = new Wakeup();
-  const pool = new ServingPool(config.serving);
+  const metrics = new Metrics();
+  const pool = new ServingPool({ ...config.serving, onStep: (model, n) => metrics.serving.step("onnx", model, n) });
   const background = startBackground({
     db: database.db,
     blobs,
@@ -99,6 +101,7 @@ async function serve(config: Config): Promise<void> {
     onJobCreated: () => background.wake(),
     wakeup,
     workerLeaseMs: config.workers.leaseMs,
+    metrics: { metrics, ...config.metrics },
     serving: { pool, adapterDir: path.join(config.serving.cacheDir, "adapters"), maxQueue: config.serving.maxQueue },
     ready: async () => {
       await database.db.execute("select 1");
