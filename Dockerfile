@@ -8,7 +8,8 @@ COPY tsconfig.json drizzle.config.ts ./
 COPY src ./src
 COPY test ./test
 COPY bench ./bench
-RUN npx tsc -p tsconfig.json && npm prune --omit=dev
+COPY dashboard ./dashboard
+RUN npx tsc -p tsconfig.json && npx tsc -p dashboard/tsconfig.json && npm prune --omit=dev
 
 # The runtime and the venv share one base, so the venv's interpreter links stay valid.
 FROM node:20-bookworm-slim AS base
@@ -39,6 +40,7 @@ COPY bin ./bin
 COPY migrations ./migrations
 COPY src/engine/trainer ./src/engine/trainer
 COPY openapi.yaml ./
+COPY dashboard/src ./dashboard/src
 VOLUME ["/data", "/models"]
 EXPOSE 8000
 USER node

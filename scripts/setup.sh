@@ -32,6 +32,7 @@ fi
 
 echo "setup: building TypeScript"
 npx tsc -p tsconfig.json
+npx tsc -p dashboard/tsconfig.json
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -30,6 +30,14 @@ ensure_postgres_installed() {
   fi
 }
 
+ensure_chromium() { # the dashboard test drives Debian's chromium (puppeteer-core, no browser download)
+  command -v chromium >/dev/null 2>&1 && return 0
+  echo "test: installing Chromium (apt)"
+  if [ "$(id -u)" != 0 ]; then echo "test: Chromium is missing and this user cannot apt-get install it" >&2; exit 1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
+
 as_pg() { # runs a command as the user that owns the cluster (postgres refuses root)
   if [ "$(id -u)" = 0 ]; then runuser -u "$PG_USER" -- "$@"; else "$@"; fi
 }

@@ -35,6 +35,9 @@ const envSchema = z.object({
   OPENFT_SERVING_MAX_QUEUE: z.coerce.number().int().min(1).default(256),
   OPENFT_SERVING_MAX_ADAPTERS: z.coerce.number().int().min(1).default(64),
   OPENFT_SERVING_CACHE_DIR: z.string().min(1).optional(),
+  // GET /metrics: on by default; with a token, scrapers must send it as a bearer token.
+  OPENFT_METRICS: bool.default(true),
+  OPENFT_METRICS_TOKEN: z.string().min(8).optional(),
   DATABASE_URL: z.string().url().optional(),
   OPENFT_S3_ENDPOINT: z.string().url().optional(),
   OPENFT_S3_BUCKET: z.string().min(3).optional(),
@@ -79,6 +82,7 @@ export interface Config {
     readonly maxAdapters: number;
     readonly cacheDir: string;
   };
+  readonly metrics: { readonly enabled: boolean; readonly token: string | undefined };
   readonly database: { readonly url: string | undefined };
   readonly s3: S3Config | undefined;
 }
@@ -137,6 +141,7 @@ export function loadConfig(env: Env, overrides: Env = {}): Config {
       maxAdapters: e.OPENFT_SERVING_MAX_ADAPTERS,
       cacheDir: path.resolve(e.OPENFT_SERVING_CACHE_DIR ?? path.join(dataDir, "serving")),
     },
+    metrics: { enabled: e.OPENFT_METRICS, token: e.OPENFT_METRICS_TOKEN },
     database: { url: e.DATABASE_URL },
     s3:
       e.OPENFT_S3_BUCKET === undefined

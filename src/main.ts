@@ -5,6 +5,7 @@ import { buildApp } from "./api/app.js";
 import { ServingPool } from "./engine/serving/pool.js";
 import { ConfigError, loadConfig, processEnv, type Config, type Env } from "./config.js";
 import { createLogger } from "./logger.js";
+import { Metrics } from "./metrics/index.js";
 import { newId } from "./ids.js";
 import { startBackground } from "./jobs/background.js";
 import { BaseModels } from "./jobs/base-models.js";
@@ -79,7 +80,8 @@ async function serve(config: Config): Promise<void> {
   const baseModels = new BaseModels(config.modelsDir);
   for (const b of await baseModels.broken()) log.warn({ model: b.id, missing: b.missing }, `models dir: '${b.id}' is not a complete model; it is not served`);
   const wakeup = new Wakeup();
-  const pool = new ServingPool(config.serving);
+  const metrics = new Metrics();
+  const pool = new ServingPool({ ...config.serving, onStep: (model, n) => metrics.serving.step("onnx", model, n) });
   const background = startBackground({
     db: database.db,
     blobs,
@@ -100,6 +102,7 @@ async function serve(config: Config): Promise<void> {
     onJobCreated: () => background.wake(),
     wakeup,
     workerLeaseMs: config.workers.leaseMs,
+    metrics: { metrics, ...config.metrics },
     serving: { pool, adapterDir: path.join(config.serving.cacheDir, "adapters"), maxQueue: config.serving.maxQueue },
     ready: async () => {
       await database.db.execute("select 1");

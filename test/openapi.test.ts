@@ -150,6 +150,9 @@ test("every operation has an operationId and responses; /v1 routes need the API 
       assert.deepEqual(operation.security, [{ WorkerTokenAuth: [] }], `${method} ${path} security`);
       assert.deepEqual(operation.tags, ["Worker protocol"], `${method} ${path} tags`);
       for (const status of [400, 401]) assert.doesNotThrow(() => findResponse(method, path, status));
+    } else if (path === "/metrics") {
+      // Open, or the metrics token when OPENFT_METRICS_TOKEN is set.
+      assert.deepEqual(operation.security, [{}, { MetricsTokenAuth: [] }], `${method} ${path} security`);
     } else {
       assert.deepEqual(operation.security, [], `${method} ${path} needs no key`);
     }

@@ -24,6 +24,8 @@ import { registerHealthRoutes, type ReadinessProbe } from "./health/routes.js";
 import { registerAuth } from "./plugins/auth.js";
 import { clientErrorHandler, frameworkErrors, registerErrorHandling, registerUnknownRoutes } from "./plugins/errors.js";
 import { registerTextGuard } from "./plugins/text-guard.js";
+import { registerMetrics, type MetricsOptions } from "./metrics/routes.js";
+import { registerDashboard } from "./dashboard/routes.js";
 
 export interface AppDeps {
   readonly db: Db;
@@ -43,6 +45,8 @@ export interface AppDeps {
   /** Chat completions: the engine's per-base-model runtimes, where adapters are unpacked, and how
    *  many sequences may wait per base model before requests get 429. */
   readonly serving: { readonly pool: ServingPool; readonly adapterDir: string; readonly maxQueue: number };
+  /** GET /metrics (on, open to all, with a registry of its own when not given). */
+  readonly metrics?: MetricsOptions;
   /** Told of every route as it is registered (the openapi test compares them with the spec). */
   readonly onRoute?: (method: string, url: string) => void;
 }
@@ -95,6 +99,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerWorkerAuth(app, deps.db);
   registerUnknownRoutes(app);
   registerHealthRoutes(app, deps.ready);
+  const metrics = registerMetrics(app, deps.metrics, { db: deps.db, pool: deps.serving.pool, workerLeaseMs: deps.workerLeaseMs });
+  registerDashboard(app);
 
   const files = new FilesService({
     db: deps.db,
@@ -114,7 +120,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       onQueued: () => deps.wakeup.notify(),
     }),
   );
-  const chat = new ChatService({ db: deps.db, blobs: deps.blobs, baseModels: deps.baseModels, log: deps.log, ...deps.serving });
+  const chat = new ChatService({ db: deps.db, blobs: deps.blobs, baseModels: deps.baseModels, log: deps.log, ...deps.serving, metrics: metrics.serving });
   registerChatRoutes(app, chat);
   registerModelRoutes(app, new ModelsService({ db: deps.db, baseModels: deps.baseModels, onDeleted: (id) => chat.evictModel(id) }));
   registerInternalRoutes(

@@ -16,6 +16,7 @@ import { AbortedError, type ChoiceEvent, type GeneratedToken } from "../../engin
 import type { SamplingParams } from "../../engine/serving/sampler.js";
 import type { BlobStore } from "../../storage/blob-store.js";
 import type { Db } from "../../storage/db.js";
+import type { ServingMetrics } from "../../metrics/index.js";
 import { ApiError } from "../errors.js";
 import { KNOWN_FIELDS, chatCompletionChunk, chatCompletionObject, chunkChoice, usage, type ChatCompletionBody, type Usage, type WireMessage, type WireTokenLogprob } from "./schema.js";
 
@@ -29,6 +30,7 @@ export interface ChatDeps {
   /** Most sequences queued or running per base model before new requests get 429. */
   readonly maxQueue: number;
   readonly log: Logger;
+  readonly metrics?: ServingMetrics;
 }
 
 /** A request that passed every check and whose model is loaded: only generation is left. */
@@ -37,6 +39,8 @@ export interface PreparedChat {
   readonly created: number;
   readonly model: string;
   readonly served: ServedModel;
+  /** The base model's folder name (the metrics' base_model label). */
+  readonly baseModel: string;
   readonly tokenizer: ChatTokenizer;
   readonly promptIds: number[];
   readonly adapter: string | null;
@@ -159,6 +163,7 @@ export class ChatService {
       created: nowSeconds(),
       model: body.model,
       served,
+      baseModel: path.basename(baseDir),
       tokenizer,
       promptIds,
       adapter: adapter?.key ?? null,
@@ -225,12 +230,19 @@ export class ChatService {
     const set = this.active.get(p.model) ?? new Set();
     set.add(own);
     this.active.set(p.model, set);
+    const observed = this.deps.metrics?.request("onnx", p.baseModel);
     try {
-      return await p.served.scheduler.generate({
+      const result = await p.served.scheduler.generate({
         promptIds: p.promptIds, adapter: p.adapter, ...(p.adapterDir ? { adapterDir: p.adapterDir } : {}), n: p.n, maxTokens: p.maxTokens,
         stopTokenIds: p.tokenizer.stopTokenIds, stops: p.stops, sampling: p.sampling, seed: p.seed,
-        decoder: p.tokenizer, signal: own.signal, onEvent,
+        decoder: p.tokenizer, signal: own.signal, onEvent: (e) => {
+          // Latencies of the first choice: with n > 1 the others step in the same batches.
+          if (e.index === 0) observed?.token();
+          onEvent(e);
+        },
       });
+      observed?.done(p.promptIds.length, result.completionTokens);
+      return result;
     } catch (err) {
       if (err instanceof AbortedError && own.signal.reason instanceof ApiError) throw own.signal.reason;
       throw err;

@@ -46,7 +46,7 @@ async function cacheKey(rawConfig: string, files: string[], mode: WeightMode): P
   return h.digest("hex").slice(0, 32);
 }
 
-export async function convertModel(modelDir: string, cacheDir: string, mode: WeightMode): Promise<ConvertedModel> {
+export async function convertModel(modelDir: string, cacheDir: string, mode: WeightMode, onLayer?: (done: number, total: number) => void): Promise<ConvertedModel> {
   const { config, raw } = await readModelConfig(modelDir);
   const weights = await openWeights(modelDir);
   const key = await cacheKey(raw, weights.files, mode);
@@ -59,7 +59,7 @@ export async function convertModel(modelDir: string, cacheDir: string, mode: Wei
   await mkdir(tmpDir);
   try {
     const fh = await open(path.join(tmpDir, "model.data"), "w");
-    const builder = new GraphBuilder(config, weights.tensors, mode, new FileSink(fh));
+    const builder = new GraphBuilder(config, weights.tensors, mode, new FileSink(fh), onLayer);
     try {
       await builder.build();
     } finally {

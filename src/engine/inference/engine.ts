@@ -20,6 +20,13 @@ export interface EngineOptions {
   spinning?: boolean;
 }
 
+export interface AdapterStats {
+  readonly bytes: number;
+  readonly loaded: number;
+  readonly loads: number;
+  readonly evictions: number;
+}
+
 export interface StepItem {
   seq: number;
   tokens: Int32Array;
@@ -40,6 +47,9 @@ interface Row {
 
 export class Engine {
   private readonly adapters = new Map<string, Adapter>();
+  /** Adapters read from disk and dropped by the LRU since the engine opened (for /metrics). */
+  private adapterLoads = 0;
+  private adapterEvictions = 0;
   private readonly kv: KvCache;
   private loraCache: { key: string; feeds: Record<string, ort.Tensor>; stacked: Float32Array[] } | undefined;
   /** Layers output packed q|k|v before RoPE (graph-builder): the cos/sin tables to rotate k with. */
@@ -56,8 +66,8 @@ export class Engine {
     this.rope = session.outputNames.includes("new_qkv.0") ? ropeCaches(config) : undefined;
   }
 
-  static async open(modelDir: string, opts: EngineOptions): Promise<Engine> {
-    const { onnxPath, config } = await convertModel(modelDir, opts.cacheDir, opts.mode ?? "int4");
+  static async open(modelDir: string, opts: EngineOptions, onConvertLayer?: (done: number, total: number) => void): Promise<Engine> {
+    const { onnxPath, config } = await convertModel(modelDir, opts.cacheDir, opts.mode ?? "int4", onConvertLayer);
     const session = await ort.InferenceSession.create(onnxPath, {
       intraOpNumThreads: opts.threads ?? 2,
       interOpNumThreads: 1,
@@ -68,10 +78,10 @@ export class Engine {
     return new Engine(session, config, opts.maxAdapters ?? 64);
   }
 
-  get adapterBytes(): number {
-    let n = 0;
-    for (const a of this.adapters.values()) n += a.bytes;
-    return n;
+  get adapterStats(): AdapterStats {
+    let bytes = 0;
+    for (const a of this.adapters.values()) bytes += a.bytes;
+    return { bytes, loaded: this.adapters.size, loads: this.adapterLoads, evictions: this.adapterEvictions };
   }
 
   async loadAdapter(key: string, dir: string): Promise<void> {
@@ -83,7 +93,11 @@ export class Engine {
     }
     const adapter = await loadAdapter(dir, this.config);
     this.adapters.set(key, adapter);
-    while (this.adapters.size > this.maxAdapters) this.unloadAdapter(this.adapters.keys().next().value!);
+    this.adapterLoads++;
+    while (this.adapters.size > this.maxAdapters) {
+      this.unloadAdapter(this.adapters.keys().next().value!);
+      this.adapterEvictions++;
+    }
   }
 
   unloadAdapter(key: string): void {

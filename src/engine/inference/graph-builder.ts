@@ -69,6 +69,8 @@ export class GraphBuilder {
     private readonly tensors: Map<string, TensorInfo>,
     private readonly mode: WeightMode,
     private readonly sink: DataSink,
+    /** Told after each decoder layer's weights are converted (a first conversion takes a while). */
+    private readonly onLayer?: (done: number, total: number) => void,
   ) {}
 
   private op(op: string, inputs: string[], attrs?: Record<string, AttrValue>, opts: { domain?: string; outputs?: number } = {}): string[] {
@@ -356,6 +358,8 @@ export class GraphBuilder {
       const mlp = await this.mlp(x, l);
       const next = l + 1 < cfg.layers ? `model.layers.${l + 1}.input_layernorm.weight` : "model.norm.weight";
       [x, residual] = await this.skipNorm(mlp, residual, next);
+      // The weights are converted once, in the first branch; the second reuses them.
+      if (this.branch === "lora") this.onLayer?.(l + 1, cfg.layers);
     }
     const last = this.one("GatherND", [x, "logits_idx"], { batch_dims: 1 });
     await this.lmHead(last);

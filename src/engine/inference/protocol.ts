@@ -1,5 +1,5 @@
 // Messages between runtime.ts (main thread) and session-worker.ts (the thread that owns the session).
-import type { EngineOptions, StepItem } from "./engine.js";
+import type { AdapterStats, EngineOptions, StepItem } from "./engine.js";
 
 export interface WorkerInit {
   modelDir: string;
@@ -17,5 +17,6 @@ export type Request =
 export type Reply =
   | { type: "ready"; vocabSize: number; contextLength: number }
   | { type: "fatal"; message: string }
-  | { type: "result"; id: number; value: unknown; adapterBytes: number }
+  | { type: "progress"; done: number; total: number }
+  | { type: "result"; id: number; value: unknown; adapters: AdapterStats }
   | { type: "error"; id: number; message: string };

@@ -2,11 +2,11 @@
 // live in a worker thread (session-worker.ts) because session.run blocks its thread; logits come
 // back as transferred Float32Arrays.
 import { Worker } from "node:worker_threads";
-import type { StepItem } from "./engine.js";
+import type { AdapterStats, StepItem } from "./engine.js";
 import type { WeightMode } from "./graph-builder.js";
 import type { Reply, Request, WorkerInit } from "./protocol.js";
 
-export type { StepItem } from "./engine.js";
+export type { AdapterStats, StepItem } from "./engine.js";
 export type { WeightMode } from "./graph-builder.js";
 
 export interface OpenOptions {
@@ -31,6 +31,8 @@ export interface ModelRuntime {
   free(seq: number): void;
   close(): Promise<void>;
   memory(): { rssBytes: number; adapterBytes: number };
+  /** As of the last reply from the engine's thread. */
+  adapterStats(): AdapterStats;
 }
 
 type RequestBody = Request extends infer R ? (R extends Request ? Omit<R, "id"> : never) : never;
@@ -38,7 +40,7 @@ type RequestBody = Request extends infer R ? (R extends Request ? Omit<R, "id"> 
 class WorkerRuntime implements ModelRuntime {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private adapterBytes = 0;
+  private adapters: AdapterStats = { bytes: 0, loaded: 0, loads: 0, evictions: 0 };
   private dead: Error | undefined;
 
   constructor(
@@ -51,7 +53,7 @@ class WorkerRuntime implements ModelRuntime {
       const p = this.pending.get(reply.id);
       this.pending.delete(reply.id);
       if (reply.type === "error") return p?.reject(new Error(reply.message));
-      this.adapterBytes = reply.adapterBytes;
+      this.adapters = reply.adapters;
       p?.resolve(reply.value);
     });
     const fail = (err: Error) => {
@@ -100,8 +102,19 @@ class WorkerRuntime implements ModelRuntime {
   }
 
   memory(): { rssBytes: number; adapterBytes: number } {
-    return { rssBytes: process.memoryUsage.rss(), adapterBytes: this.adapterBytes };
+    return { rssBytes: process.memoryUsage.rss(), adapterBytes: this.adapters.bytes };
   }
+
+  adapterStats(): AdapterStats {
+    return this.adapters;
+  }
+}
+
+/** A first conversion's progress, on a terminal only (logs and CI stay quiet). */
+function showProgress(modelDir: string, mode: WeightMode | undefined, done: number, total: number): void {
+  if (!process.stderr.isTTY) return;
+  const end = done === total ? "\n" : "";
+  process.stderr.write(`\rconverting ${modelDir} to ONNX (${mode ?? "int4"}, first use only): layer ${done}/${total}${end}`);
 }
 
 /** Converts the model folder on first use (cached under cacheDir) and starts its worker. */
@@ -110,6 +123,7 @@ export async function openRuntime(modelDir: string, opts: OpenOptions): Promise<
   const worker = new Worker(new URL("./session-worker.js", import.meta.url), { workerData: init });
   const ready = await new Promise<{ vocabSize: number; contextLength: number }>((resolve, reject) => {
     const onMessage = (reply: Reply) => {
+      if (reply.type === "progress") return showProgress(modelDir, init.opts.mode, reply.done, reply.total);
       if (reply.type === "ready") resolve(reply);
       else if (reply.type === "fatal") reject(new Error(`cannot open ${modelDir}: ${reply.message}`));
       else return;

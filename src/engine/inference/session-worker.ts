@@ -33,13 +33,13 @@ async function handle(engine: Engine, req: Request): Promise<{ value: unknown; t
 }
 
 try {
-  const engine = await Engine.open(init.modelDir, init.opts);
+  const engine = await Engine.open(init.modelDir, init.opts, (done, total) => post({ type: "progress", done, total }));
   let queue: Promise<void> = Promise.resolve();
   port.on("message", (req: Request) => {
     queue = queue.then(async () => {
       try {
         const { value, transfer } = await handle(engine, req);
-        post({ type: "result", id: req.id, value, adapterBytes: engine.adapterBytes }, transfer);
+        post({ type: "result", id: req.id, value, adapters: engine.adapterStats }, transfer);
         if (req.op === "close") port.close();
       } catch (err) {
         post({ type: "error", id: req.id, message: (err as Error).message });

@@ -1,7 +1,8 @@
 // One inference runtime and one scheduler per base model, opened on first use (the first open
 // converts the weights into the ONNX cache). Fine-tunes of a base share its runtime: their
 // adapters are loaded into it by key.
-import { openRuntime, type ModelRuntime, type WeightMode } from "../inference/runtime.js";
+import path from "node:path";
+import { openRuntime, type AdapterStats, type ModelRuntime, type WeightMode } from "../inference/runtime.js";
 import { Scheduler } from "./scheduler.js";
 
 export interface PoolOptions {
@@ -11,6 +12,16 @@ export interface PoolOptions {
   readonly spinning?: boolean;
   readonly maxBatch: number;
   readonly maxAdapters: number;
+  /** Told the batch size of every engine step, with the base model's folder name. */
+  readonly onStep?: (model: string, batchSize: number) => void;
+}
+
+/** What /metrics reports of one open base model. */
+export interface ServedModelStats {
+  readonly model: string;
+  readonly queued: number;
+  readonly load: number;
+  readonly adapters: AdapterStats;
 }
 
 export interface ServedModel {
@@ -20,6 +31,7 @@ export interface ServedModel {
 
 export class ServingPool {
   private readonly models = new Map<string, Promise<ServedModel>>();
+  private readonly opened = new Map<string, ServedModel>();
 
   constructor(private readonly opts: PoolOptions) {}
 
@@ -28,12 +40,17 @@ export class ServingPool {
     let entry = this.models.get(dir);
     if (!entry) {
       entry = openRuntime(dir, { cacheDir: this.opts.cacheDir, mode: this.opts.mode, threads: this.opts.threads, spinning: this.opts.spinning, maxAdapters: this.opts.maxAdapters }).then(
-        (runtime) => ({ runtime, scheduler: new Scheduler(runtime, this.opts.maxBatch) }),
+        (runtime) => ({ runtime, scheduler: new Scheduler(runtime, this.opts.maxBatch, this.opts.onStep?.bind(null, path.basename(dir))) }),
       );
       this.models.set(dir, entry);
-      entry.catch(() => this.models.delete(dir));
+      entry.then((m) => this.models.get(dir) === entry && this.opened.set(dir, m), () => this.models.delete(dir));
     }
     return entry;
+  }
+
+  /** Every base model opened so far (one that is still opening is left out). */
+  stats(): ServedModelStats[] {
+    return [...this.opened].map(([dir, m]) => ({ model: path.basename(dir), queued: m.scheduler.queued, load: m.scheduler.load, adapters: m.runtime.adapterStats() }));
   }
 
   /** Drops an adapter from every open runtime (its model was deleted). */
@@ -47,6 +64,7 @@ export class ServingPool {
   async close(): Promise<void> {
     const all = [...this.models.values()];
     this.models.clear();
+    this.opened.clear();
     for (const entry of all) {
       const m = await entry.catch(() => undefined);
       if (m) await m.runtime.close();

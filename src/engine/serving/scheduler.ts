@@ -90,12 +90,21 @@ export class Scheduler {
   constructor(
     private readonly runtime: StepRuntime,
     private readonly maxBatch: number,
+    /** Told the number of sequences in every engine step (the batch-size histogram of /metrics). */
+    private readonly onStep?: (batchSize: number) => void,
   ) {}
 
   /** Sequences queued or running, for overload decisions. */
   get load(): number {
     let n = 0;
     for (const p of [...this.waiting, ...this.running]) n += p.req.n;
+    return n;
+  }
+
+  /** Sequences waiting for their first step. */
+  get queued(): number {
+    let n = 0;
+    for (const p of this.waiting) n += p.req.n;
     return n;
   }
 
@@ -169,6 +178,7 @@ export class Scheduler {
     const live = owners.map((o, i) => ({ ...o, item: items[i]! })).filter((o) => !o.p.done);
     if (live.length === 0) return this.settle();
     let logits: Float32Array[];
+    this.onStep?.(live.length);
     try {
       logits = await this.runtime.step(live.map((o) => o.item));
     } catch (err) {
