@@ -97,4 +97,4 @@ def test_a_dpo_job_trains_end_to_end(client, pairs_id):
     assert abs(metrics[0]["train_loss"] - math.log(2)) < 0.05  # policy == reference (the base) at first
     assert {"train_reward_accuracy", "train_reward_margin"} <= set(metrics[-1])
     checkpoint = client.fine_tuning.jobs.checkpoints.list(job.id).data[0]
-    assert checkpoint.step_number == 2 and "train_reward_margin" in checkpoint.metrics
+    assert checkpoint.step_number == 2 and "train_reward_margin" in checkpoint.to_dict()["metrics"]
