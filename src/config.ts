@@ -22,6 +22,9 @@ const envSchema = z.object({
   OPENFT_PYTHON: z.string().min(1).optional(),
   OPENFT_WORK_DIR: z.string().min(1).optional(),
   OPENFT_DEVICE: z.enum(["auto", "cpu", "cuda"]).default("auto"),
+  // Job integrations (wandb): "auto" accepts them when the trainer's Python imports wandb; "on"
+  // for API replicas whose remote workers have it; "off" refuses them.
+  OPENFT_WANDB: z.enum(["auto", "on", "off"]).default("auto"),
   OPENFT_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   // Serving: weights as int4 (MatMulNBits, the default) or fp32 (exact); converted graphs are
   // cached under OPENFT_SERVING_CACHE_DIR (default <data dir>/serving).
@@ -72,6 +75,7 @@ export interface Config {
     readonly python: string | undefined;
     readonly workDir: string;
     readonly device: "auto" | "cpu" | "cuda";
+    readonly wandb: "auto" | "on" | "off";
   };
   readonly serving: {
     readonly mode: "int4" | "fp32";
@@ -129,6 +133,7 @@ export function loadConfig(env: Env, overrides: Env = {}): Config {
       python: e.OPENFT_PYTHON,
       workDir: path.resolve(e.OPENFT_WORK_DIR ?? path.join(dataDir, "work")),
       device: e.OPENFT_DEVICE,
+      wandb: e.OPENFT_WANDB,
     },
     serving: {
       mode: e.OPENFT_SERVING_MODE,

@@ -11,7 +11,7 @@ import { startBackground } from "./jobs/background.js";
 import { BaseModels } from "./jobs/base-models.js";
 import { Wakeup } from "./jobs/wakeup.js";
 import { createWorker } from "./jobs/workers.js";
-import { startTrainerWorker, trainerAvailable, trainerPaths } from "./engine/worker/start.js";
+import { startTrainerWorker, trainerAvailable, trainerHasWandb, trainerPaths } from "./engine/worker/start.js";
 import type { Worker } from "./engine/worker/worker.js";
 import os from "node:os";
 import path from "node:path";
@@ -90,6 +90,7 @@ async function serve(config: Config): Promise<void> {
     owner: newId.validatorOwner(),
     onQueued: () => wakeup.notify(),
   });
+  const wandbAvailable = wandbProbe(config);
   const app = await buildApp({
     db: database.db,
     blobs,
@@ -103,6 +104,7 @@ async function serve(config: Config): Promise<void> {
     wakeup,
     workerLeaseMs: config.workers.leaseMs,
     metrics: { metrics, ...config.metrics },
+    wandbAvailable,
     serving: { pool, adapterDir: path.join(config.serving.cacheDir, "adapters"), maxQueue: config.serving.maxQueue },
     ready: async () => {
       await database.db.execute("select 1");
@@ -142,6 +144,16 @@ async function serve(config: Config): Promise<void> {
   };
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+}
+
+/** OPENFT_WANDB: "auto" asks the trainer's Python once (in the background, from start-up). */
+function wandbProbe(config: Config): () => Promise<boolean> {
+  if (config.worker.wandb !== "auto") {
+    const on = config.worker.wandb === "on";
+    return () => Promise.resolve(on);
+  }
+  const probe = trainerHasWandb(trainerPaths(config.worker.python).python, processEnv());
+  return () => probe;
 }
 
 /** The embedded worker, over loopback with a token of its own, when the trainer is installed. */

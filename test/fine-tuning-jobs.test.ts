@@ -135,7 +135,7 @@ describe("fine-tuning jobs", () => {
     const err = await expect400(client.fineTuning.jobs.create({ ...base, model: "no-such-model" }), "model", /not available for fine-tuning/);
     assert.equal(err.code, "model_not_available");
     await expect400(client.fineTuning.jobs.create({ ...base, model: "ft:tiny-llama-gpt2:p::abcdefgh" }), "model");
-    await expect400(client.fineTuning.jobs.create({ ...base, method: { type: "dpo" } }), "method.type", /not supported/);
+    await expect400(client.fineTuning.jobs.create({ ...base, method: { type: "reinforcement" } }), "method.type", /not supported/);
     await expect400(client.fineTuning.jobs.create({ ...base, hyperparameters: { n_epochs: 1 }, method: { type: "supervised", supervised: { hyperparameters: { n_epochs: 2 } } } }), "hyperparameters");
     const notes = (await client.files.create({ file: await toFile(Buffer.from("x"), "n.txt"), purpose: "assistants" })).id;
     await expect400(client.fineTuning.jobs.create({ ...base, training_file: notes }), "training_file", /purpose/);

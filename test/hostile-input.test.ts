@@ -202,7 +202,7 @@ describe("hostile input", () => {
     await expectError(call("GET", "/v1/files?after[]=x"), 400, "after");
     await expectError(call("GET", "/v1/fine_tuning/jobs?after[]=x"), 400, "after");
     await expectError(call("GET", "/v1/files?purpose=bogus"), 400, "purpose");
-    await expectError(json("POST", "/v1/fine_tuning/jobs", JSON.stringify({ model: MODEL, training_file: fileId, method: { type: "dpo" } })), 400, "method.type");
+    await expectError(json("POST", "/v1/fine_tuning/jobs", JSON.stringify({ model: MODEL, training_file: fileId, method: { type: "reinforcement" } })), 400, "method.type");
     // A tool message needs content and tool_call_id, by the spec as by the server.
     const tool = { model: "no-such-model", messages: [{ role: "user", content: "hi" }, { role: "tool", tool_call_id: "c1" }] };
     await expectError(json("POST", "/v1/chat/completions", JSON.stringify(tool)), 400, "messages[1].content");

@@ -42,6 +42,8 @@ export interface AppDeps {
   /** Wakes long-polling worker claims when a job is (re)queued. */
   readonly wakeup: Wakeup;
   readonly workerLeaseMs: number;
+  /** Whether job integrations (wandb) can be honoured; absent: they are refused. */
+  readonly wandbAvailable?: () => Promise<boolean>;
   /** Chat completions: the engine's per-base-model runtimes, where adapters are unpacked, and how
    *  many sequences may wait per base model before requests get 429. */
   readonly serving: { readonly pool: ServingPool; readonly adapterDir: string; readonly maxQueue: number };
@@ -118,6 +120,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       baseModels: deps.baseModels,
       onCreated: deps.onJobCreated,
       onQueued: () => deps.wakeup.notify(),
+      wandbAvailable: deps.wandbAvailable ?? (() => Promise.resolve(false)),
     }),
   );
   const chat = new ChatService({ db: deps.db, blobs: deps.blobs, baseModels: deps.baseModels, log: deps.log, ...deps.serving, metrics: metrics.serving });

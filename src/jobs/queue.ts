@@ -37,6 +37,7 @@ export interface Claim {
   readonly trainingFile: string;
   readonly validationFile: string | null;
   readonly method: unknown;
+  readonly integrations: unknown;
   readonly seed: number;
   readonly suffix: string | null;
   readonly nExamples: number | null;
@@ -54,6 +55,7 @@ interface ClaimRow {
   training_file: string;
   validation_file: string | null;
   method: unknown;
+  integrations: unknown;
   seed: number;
   suffix: string | null;
   n_examples: number | null;
@@ -108,6 +110,7 @@ export async function claimNext(db: Db, workerId: string, leaseMs: number, event
     trainingFile: row.training_file,
     validationFile: row.validation_file,
     method: row.method,
+    integrations: row.integrations ?? [],
     seed: row.seed,
     suffix: row.suffix,
     nExamples: row.n_examples,

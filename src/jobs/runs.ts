@@ -117,7 +117,11 @@ function resultsCsv(rows: ReadonlyArray<{ data: unknown }>): string {
   const lines = ["step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"];
   for (const r of rows) {
     const d = (r.data ?? {}) as Record<string, unknown>;
-    lines.push([d.step, d.train_loss, d.train_mean_token_accuracy, d.valid_loss, d.valid_mean_token_accuracy].map(cell).join(","));
+    // A DPO job has no token accuracy: its accuracy columns carry the reward accuracy (the share
+    // of pairs whose preferred output gains more over the reference than the other one).
+    const train = d.train_mean_token_accuracy ?? d.train_reward_accuracy;
+    const valid = d.valid_mean_token_accuracy ?? d.valid_reward_accuracy;
+    lines.push([d.step, d.train_loss, train, d.valid_loss, valid].map(cell).join(","));
   }
   return lines.join("\n") + "\n";
 }

@@ -14,7 +14,15 @@ import type { BaseModels } from "./base-models.js";
 import { nextFairRank } from "./queue.js";
 import { transition, type JobRow } from "./repo.js";
 import { loadChatTokenizer } from "./validation/tokenizer.js";
-import { resolveAutoHyperparameters, validateTrainingFile, type FileParam, type FileValidation, type RequestedHyperparameters } from "./validation/validate-file.js";
+import {
+  AUTO_DPO_BETA,
+  AUTO_DPO_LEARNING_RATE_MULTIPLIER,
+  resolveAutoHyperparameters,
+  validateTrainingFile,
+  type FileParam,
+  type FileValidation,
+  type RequestedHyperparameters,
+} from "./validation/validate-file.js";
 
 const LEASE_MS = 5 * 60_000;
 
@@ -51,6 +59,9 @@ async function claimValidation(db: Db, owner: string): Promise<JobRow | undefine
   });
 }
 
+type Hp = Record<string, number | string>;
+type Method = { type: "supervised"; supervised: { hyperparameters: Hp } } | { type: "dpo"; dpo: { hyperparameters: Hp } };
+
 async function validateOne(deps: ValidatorDeps, job: JobRow, fileId: string, param: FileParam): Promise<FileValidation> {
   const file = await getFile(deps.db, job.projectId, fileId, Math.floor(Date.now() / 1000));
   const kind = param === "training_file" ? "training" : "validation";
@@ -63,7 +74,8 @@ async function validateOne(deps: ValidatorDeps, job: JobRow, fileId: string, par
   const input = await deps.blobs.get(file.blobKey);
   const lines = readline.createInterface({ input, crlfDelay: Infinity });
   try {
-    return await validateTrainingFile(lines, { fileId, param, tokenizer, minExamples: param === "training_file" ? 10 : 1 });
+    const format = (job.method as Method).type === "dpo" ? "preference" : "chat";
+    return await validateTrainingFile(lines, { fileId, param, tokenizer, format, minExamples: param === "training_file" ? 10 : 1 });
   } finally {
     lines.close();
     input.destroy();
@@ -81,6 +93,18 @@ async function fail(deps: ValidatorDeps, job: JobRow, error: { code: string; par
   );
 }
 
+/** The method with every "auto" replaced by its number, so the trainer receives numbers only. */
+function resolveMethod(method: Method, nExamples: number): Method {
+  const dpo = method.type === "dpo";
+  const hp = dpo ? method.dpo.hyperparameters : method.supervised.hyperparameters;
+  const requested = { ...hp } as RequestedHyperparameters;
+  if (dpo && hp.learning_rate_multiplier === "auto") requested.learning_rate_multiplier = AUTO_DPO_LEARNING_RATE_MULTIPLIER;
+  const resolved: Hp = { ...resolveAutoHyperparameters({ nExamples, requested }) };
+  if (!dpo) return { type: "supervised", supervised: { hyperparameters: resolved } };
+  const beta = hp.beta === "auto" || hp.beta === undefined ? AUTO_DPO_BETA : hp.beta;
+  return { type: "dpo", dpo: { hyperparameters: { ...resolved, beta } } };
+}
+
 export async function validateJob(deps: ValidatorDeps, job: JobRow): Promise<void> {
   const training = await validateOne(deps, job, job.trainingFile, "training_file");
   if (!training.ok) return fail(deps, job, training.error);
@@ -88,8 +112,7 @@ export async function validateJob(deps: ValidatorDeps, job: JobRow): Promise<voi
     const validation = await validateOne(deps, job, job.validationFile, "validation_file");
     if (!validation.ok) return fail(deps, job, validation.error);
   }
-  const method = job.method as { type: string; supervised: { hyperparameters: RequestedHyperparameters } };
-  const resolved = resolveAutoHyperparameters({ nExamples: training.nExamples, requested: method.supervised.hyperparameters });
+  const method = resolveMethod(job.method as Method, training.nExamples);
   await deps.db.transaction(async (tx) => {
     const fairRank = await nextFairRank(tx, job.projectId);
     await transition(
@@ -98,7 +121,7 @@ export async function validateJob(deps: ValidatorDeps, job: JobRow): Promise<voi
       ["validating_files"],
       {
         status: "queued",
-        method: { ...method, supervised: { hyperparameters: resolved } },
+        method,
         nExamples: training.nExamples,
         epochTokens: training.totalTokens,
         fairRank,

@@ -316,7 +316,7 @@ def test_bad_create_parameters_are_400_naming_them(client, base, train_id):
         lambda: client.fine_tuning.jobs.create(model="ft:tiny-llama-gpt2:p::abcdefgh", training_file=train_id), "model"
     )
     assert err.code == "model_not_available"
-    expect_400(lambda: client.fine_tuning.jobs.create(**base, method={"type": "dpo"}), "method.type", "not supported")
+    expect_400(lambda: client.fine_tuning.jobs.create(**base, method={"type": "reinforcement"}), "method.type", "not supported")
     expect_400(
         lambda: client.fine_tuning.jobs.create(**base, metadata={f"k{i}": "v" for i in range(17)}), "metadata"
     )

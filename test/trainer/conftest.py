@@ -83,10 +83,12 @@ def run_in_process(spec: dict):
     """Runs the trainer in this process; returns (Run, events, exit code)."""
     from openft_trainer import spec as spec_lib
     from openft_trainer.protocol import Protocol, StopFlag
+    from openft_trainer.dpo import DpoRun
     from openft_trainer.train import Run
 
     out = io.StringIO()
-    run = Run(spec_lib.parse(spec), Protocol(out), StopFlag())
+    parsed = spec_lib.parse(spec)
+    run = (DpoRun if parsed.method == "dpo" else Run)(parsed, Protocol(out), StopFlag())
     code = run.run()
     return run, [json.loads(line) for line in out.getvalue().splitlines()], code
 

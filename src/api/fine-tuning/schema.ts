@@ -20,6 +20,28 @@ export const hyperparameters = z
   .strict();
 export type Hyperparameters = z.infer<typeof hyperparameters>;
 
+/** DPO's: the same keys plus beta, OpenAI's range 0 < beta <= 2. */
+export const dpoHyperparameters = hyperparameters
+  .extend({ beta: z.union([auto, z.number().gt(0).max(2)]).nullish() })
+  .strict();
+export type DpoHyperparameters = z.infer<typeof dpoHyperparameters>;
+
+/** OpenAI's wandb integration object (the SDKs' `FineTuningJobWandbIntegration`). */
+export const wandbIntegration = z
+  .object({
+    type: z.literal("wandb"),
+    wandb: z
+      .object({
+        project: z.string().min(1).max(128),
+        name: z.string().min(1).max(128).nullish(),
+        entity: z.string().min(1).max(128).nullish(),
+        tags: z.array(z.string().min(1).max(64)).max(20).nullish(),
+      })
+      .strict(),
+  })
+  .strict();
+export type WandbIntegration = z.infer<typeof wandbIntegration>;
+
 export const createJobBody = z
   .object({
     model: z.string().min(1),
@@ -30,7 +52,7 @@ export const createJobBody = z
       .object({
         type: z.enum(["supervised", "dpo", "reinforcement"]),
         supervised: z.object({ hyperparameters: hyperparameters.nullish() }).strict().nullish(),
-        dpo: z.unknown().optional(),
+        dpo: z.object({ hyperparameters: dpoHyperparameters.nullish() }).strict().nullish(),
         reinforcement: z.unknown().optional(),
       })
       .nullish(),
@@ -45,7 +67,7 @@ export const createJobBody = z
       .record(z.string().max(64), z.string().max(512))
       .refine((m) => Object.keys(m).length <= 16, "metadata may have at most 16 pairs")
       .nullish(),
-    integrations: z.array(z.unknown()).nullish(),
+    integrations: z.array(wandbIntegration).max(5).nullish(),
   })
   .strict();
 export type CreateJobBody = z.infer<typeof createJobBody>;
@@ -67,9 +89,14 @@ export const listCheckpointsQuery = z.strictObject({
 
 export const jobIdParams = z.object({ fine_tuning_job_id: z.string().min(1) });
 
-export interface StoredMethod {
-  type: "supervised";
-  supervised: { hyperparameters: Record<string, number | string> };
+type StoredHyperparameters = Record<string, number | string>;
+/** The job's `method` column: OpenAI's shape, every hyperparameter present ("auto" until resolved). */
+export type StoredMethod =
+  | { type: "supervised"; supervised: { hyperparameters: StoredHyperparameters } }
+  | { type: "dpo"; dpo: { hyperparameters: StoredHyperparameters } };
+
+export function methodHyperparameters(method: StoredMethod): StoredHyperparameters {
+  return method.type === "dpo" ? method.dpo.hyperparameters : method.supervised.hyperparameters;
 }
 
 export function orgId(projectId: string): string {
@@ -80,7 +107,9 @@ const NO_ERROR = { code: null, message: null, param: null };
 
 export function toJobObject(row: JobRow) {
   const method = row.method as StoredMethod;
-  const hp = method.supervised.hyperparameters;
+  // The deprecated top-level object keeps OpenAI's three keys for either method, so typed
+  // clients (where it is not nullable) read it as before; method.<type> has the rest.
+  const hp = methodHyperparameters(method);
   return {
     id: row.id,
     object: "fine_tuning.job" as const,

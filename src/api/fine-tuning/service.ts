@@ -15,8 +15,10 @@ import {
   toEventObject,
   toJobObject,
   type CreateJobBody,
+  type DpoHyperparameters,
   type Hyperparameters,
   type StoredMethod,
+  type WandbIntegration,
 } from "./schema.js";
 
 // A retry of the same create within this window returns the first job instead of a second one.
@@ -30,6 +32,8 @@ export interface FineTuningDeps {
   readonly onCreated: () => void;
   /** Called when a job goes back to the queue (resume), to wake waiting workers. */
   readonly onQueued: () => void;
+  /** Whether the trainer's Python can import wandb (integrations are refused otherwise). */
+  readonly wandbAvailable: () => Promise<boolean>;
 }
 
 type Action = "cancel" | "pause" | "resume";
@@ -46,32 +50,61 @@ function fingerprint(projectId: string, body: CreateJobBody): string {
   return createHash("sha256").update(projectId).update(JSON.stringify(body)).digest("hex");
 }
 
-function mergeHyperparameters(body: CreateJobBody): Hyperparameters {
-  const method = body.method;
-  if (method && method.type !== "supervised") {
-    throw ApiError.badRequest(
-      `Fine-tuning method '${method.type}' is not supported yet; use method.type 'supervised'.`,
-      "method.type",
-      "unsupported_method",
-    );
-  }
-  const fromMethod = method?.supervised?.hyperparameters ?? undefined;
+const METHOD_KEYS = ["n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank", "lora_alpha", "lora_dropout"] as const;
+
+function withDefaults(hp: Hyperparameters): Record<string, number | string> {
+  const out: Record<string, number | string> = {};
+  for (const key of METHOD_KEYS) out[key] = hp[key] ?? "auto";
+  out.quantization = hp.quantization ?? LORA_DEFAULTS.quantization;
+  return out;
+}
+
+function supervisedMethod(body: CreateJobBody): StoredMethod {
+  const fromMethod = body.method?.supervised?.hyperparameters ?? undefined;
   if (fromMethod && body.hyperparameters) {
     throw ApiError.badRequest(
       "Specify hyperparameters either in 'method.supervised.hyperparameters' or in the deprecated 'hyperparameters', not both.",
       "hyperparameters",
     );
   }
-  return fromMethod ?? body.hyperparameters ?? {};
+  return { type: "supervised", supervised: { hyperparameters: withDefaults(fromMethod ?? body.hyperparameters ?? {}) } };
 }
 
-function storedMethod(hp: Hyperparameters): StoredMethod {
-  const out: Record<string, number | string> = {};
-  for (const key of ["n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank", "lora_alpha", "lora_dropout"] as const) {
-    out[key] = hp[key] ?? "auto";
+/** DPO takes its hyperparameters only from method.dpo (the top-level object is supervised-only
+ *  and deprecated at OpenAI); beta stays "auto" until validation resolves it (validation-runner). */
+function dpoMethod(body: CreateJobBody): StoredMethod {
+  if (body.hyperparameters) {
+    throw ApiError.badRequest("DPO hyperparameters go in 'method.dpo.hyperparameters'; the deprecated 'hyperparameters' applies to supervised jobs only.", "hyperparameters");
   }
-  out.quantization = hp.quantization ?? LORA_DEFAULTS.quantization;
-  return { type: "supervised", supervised: { hyperparameters: out } };
+  if (body.method?.supervised) {
+    throw ApiError.badRequest("'method.supervised' does not apply to a job with method.type 'dpo'.", "method.supervised");
+  }
+  const hp: DpoHyperparameters = body.method?.dpo?.hyperparameters ?? {};
+  return { type: "dpo", dpo: { hyperparameters: { ...withDefaults(hp), beta: hp.beta ?? "auto" } } };
+}
+
+function storedMethod(body: CreateJobBody): StoredMethod {
+  const method = body.method;
+  if (method?.type === "dpo") return dpoMethod(body);
+  if (method && method.type !== "supervised") {
+    throw ApiError.badRequest(
+      `Fine-tuning method '${method.type}' is not supported yet; use method.type 'supervised' or 'dpo'.`,
+      "method.type",
+      "unsupported_method",
+    );
+  }
+  if (method?.dpo) throw ApiError.badRequest("'method.dpo' does not apply to a job with method.type 'supervised'.", "method.dpo");
+  return supervisedMethod(body);
+}
+
+/** The wandb objects as the job echoes them (OpenAI's keys, absent ones null), or a 400 when the
+ *  trainer's Python has no wandb package to forward the metrics with. */
+function storedIntegrations(body: CreateJobBody, wandbAvailable: boolean): WandbIntegration[] {
+  const list = body.integrations ?? [];
+  if (list.length > 0 && !wandbAvailable) {
+    throw ApiError.badRequest("Integrations (wandb) are not supported by this server: the trainer has no 'wandb' package installed.", "integrations", "unsupported_parameter");
+  }
+  return list.map((i) => ({ type: "wandb", wandb: { project: i.wandb.project, name: i.wandb.name ?? null, entity: i.wandb.entity ?? null, tags: i.wandb.tags ?? [] } }));
 }
 
 export class FineTuningService {
@@ -108,10 +141,8 @@ export class FineTuningService {
       const earlier = await jobs.findJobByFingerprint(db, projectId, print, nowSeconds() - RETRY_DEDUPE_SECONDS);
       if (earlier) return toJobObject(earlier);
     }
-    const hp = mergeHyperparameters(body);
-    if (body.integrations && body.integrations.length > 0) {
-      throw ApiError.badRequest("Integrations (wandb) are not supported by this server.", "integrations", "unsupported_parameter");
-    }
+    const method = storedMethod(body);
+    const integrations = storedIntegrations(body, await this.deps.wandbAvailable());
     const { base, parent } = await this.resolveModel(projectId, body.model);
     await this.checkFile(projectId, body.training_file, "training_file");
     if (body.validation_file) await this.checkFile(projectId, body.validation_file, "validation_file");
@@ -132,11 +163,11 @@ export class FineTuningService {
         trainingFile: body.training_file,
         validationFile: body.validation_file ?? null,
         status: "validating_files",
-        method: storedMethod(hp),
+        method,
         suffix: body.suffix ?? null,
         seed: body.seed ?? Math.floor(Math.random() * 2_147_483_647),
         metadata: body.metadata ?? null,
-        integrations: [],
+        integrations,
         resultFiles: [],
         createFingerprint: print,
       },

@@ -13,7 +13,7 @@ import type { Wakeup } from "../../jobs/wakeup.js";
 import { touchWorker, type Worker } from "../../jobs/workers.js";
 import { nowSeconds } from "../../ids.js";
 import { ApiError } from "../errors.js";
-import { toJobObject } from "../fine-tuning/schema.js";
+import { methodHyperparameters, toJobObject, type StoredMethod, type WandbIntegration } from "../fine-tuning/schema.js";
 
 export interface InternalDeps {
   readonly db: Db;
@@ -79,7 +79,7 @@ export class InternalService {
 
   private async spec(job: Claim) {
     const parent = job.parentModel ? await getModel(this.deps.db, job.projectId, job.parentModel) : undefined;
-    const method = job.method as { supervised: { hyperparameters: Record<string, unknown> } };
+    const method = job.method as StoredMethod;
     return {
       job: {
         id: job.id,
@@ -88,7 +88,10 @@ export class InternalService {
         parent_model: job.parentModel,
         training_file: job.trainingFile,
         validation_file: job.validationFile,
-        hyperparameters: method.supervised.hyperparameters,
+        method: method.type,
+        hyperparameters: methodHyperparameters(method),
+        // wandb runs are named after the job (as OpenAI does), so a resumed job continues its run
+        integrations: (job.integrations as WandbIntegration[]).map((i) => ({ ...i, wandb: { ...i.wandb, run_id: job.id } })),
         seed: job.seed,
         suffix: job.suffix,
         n_examples: job.nExamples,

@@ -12,7 +12,11 @@ export interface JobSpec {
     parent_model: string | null;
     training_file: string;
     validation_file: string | null;
+    /** "supervised" or "dpo"; absent from an older API, meaning supervised. */
+    method?: "supervised" | "dpo";
     hyperparameters: Record<string, number | string>;
+    /** wandb integrations, each with the run id to log to; absent from an older API. */
+    integrations?: { type: "wandb"; wandb: Record<string, unknown> }[];
     seed: number;
     suffix: string | null;
     n_examples: number | null;

@@ -44,6 +44,16 @@ export async function trainerAvailable(
   }
 }
 
+/** Whether `python` imports wandb, the package the trainer forwards job metrics with. */
+export async function trainerHasWandb(python: string, env: Readonly<Record<string, string | undefined>>): Promise<boolean> {
+  try {
+    await promisify(execFile)(python, ["-c", "import wandb"], { env: { ...env }, timeout: 120_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function startTrainerWorker(o: TrainerWorkerOptions): Worker {
   const { python, trainerPath } = trainerPaths(o.python);
   const worker = new Worker({

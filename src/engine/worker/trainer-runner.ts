@@ -74,7 +74,9 @@ export class TrainerRunner implements Runner {
       output_dir: path.join(dir, "out"),
       resume_from: resume,
       init_adapter: parent,
+      method: spec.job.method ?? "supervised",
       hyperparameters: spec.job.hyperparameters,
+      integrations: spec.job.integrations ?? [],
       seed: spec.job.seed,
       device: this.opts.device ?? "auto",
     };

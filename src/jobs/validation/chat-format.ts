@@ -45,13 +45,13 @@ const ROLE_ONLY_KEYS: Record<string, ChatRole> = {
 };
 const TOOL_FUNCTION_KEYS = new Set(["name", "description", "parameters", "strict"]);
 
-type Problem = string | null;
+export type Problem = string | null;
 
-function isObject(value: unknown): value is Record<string, unknown> {
+export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function describe(value: unknown): string {
+export function describe(value: unknown): string {
   if (value === null) return "null";
   return Array.isArray(value) ? "array" : typeof value;
 }
@@ -149,12 +149,12 @@ function checkFields(message: Record<string, unknown>): Problem {
   return null;
 }
 
-function checkMessage(message: unknown): Problem {
+export function checkMessage(message: unknown): Problem {
   if (!isObject(message)) return `Expected a message object, got ${describe(message)}`;
   return checkRole(message) ?? checkKeys(message) ?? checkFields(message) ?? checkContent(message);
 }
 
-function checkTools(tools: unknown): Problem {
+export function checkTools(tools: unknown): Problem {
   if (!Array.isArray(tools)) return `Field 'tools' must be an array, got ${describe(tools)}`;
   for (const [i, tool] of tools.entries()) {
     const fn = isObject(tool) ? tool.function : undefined;

@@ -2,6 +2,7 @@
 // hyperparameters from its size. Failures carry OpenAI's job `error` object: `code`
 // (invalid_training_file, invalid_validation_file, invalid_n_examples), `param` and `message`.
 import { checkChatExample, type ChatExample } from "./chat-format.js";
+import { checkPreferenceExample, withOutput } from "./preference-format.js";
 
 export type FileParam = "training_file" | "validation_file";
 export type ValidationErrorCode = "invalid_training_file" | "invalid_validation_file" | "invalid_n_examples";
@@ -18,6 +19,8 @@ export interface ValidateFileOptions {
   tokenizer: ExampleTokenCounter;
   /** 10 for a training file (the live API's hard minimum), 1 for a validation file. */
   minExamples: number;
+  /** "chat" (supervised; the default) or "preference" (DPO: input + preferred/non-preferred output). */
+  format?: "chat" | "preference";
 }
 
 export type FileValidation =
@@ -37,24 +40,40 @@ function kindOf(param: FileParam): string {
   return param === "training_file" ? "training" : "validation";
 }
 
+/** The conversations a line trains on: one for chat, one per output for a preference pair. */
+function conversations(value: unknown, exampleNumber: number, format: "chat" | "preference"): ChatExample[] | { problem: string } {
+  if (format === "chat") {
+    const checked = checkChatExample(value, exampleNumber);
+    return checked.ok ? [checked.example] : { problem: checked.message };
+  }
+  const checked = checkPreferenceExample(value, exampleNumber);
+  if (!checked.ok) return { problem: checked.message };
+  const { input, preferred, nonPreferred } = checked.example;
+  return [withOutput(input, preferred), withOutput(input, nonPreferred)];
+}
+
 /**
  * Checks one line: format, then length. Examples longer than the model's context are rejected,
  * not truncated as OpenAI documents doing: cutting the tail usually cuts the assistant answer
  * (the only trained part), leaving an example that teaches the model to stop mid-sentence.
- * Returns the token count, or the problem in "Example N, ..." form.
+ * Returns the token counts (of each conversation), or the problem in "Example N, ..." form.
  */
-function checkExample(line: string, exampleNumber: number, tokenizer: ExampleTokenCounter): number | { problem: string; format: boolean } {
+function checkExample(line: string, exampleNumber: number, opts: ValidateFileOptions): number[] | { problem: string; format: boolean } {
   const parsed = parseLine(line, exampleNumber);
   if ("problem" in parsed) return { problem: parsed.problem, format: true };
-  const checked = checkChatExample(parsed.value, exampleNumber);
-  if (!checked.ok) return { problem: checked.message, format: true };
-  let tokens: number;
-  try {
-    tokens = tokenizer.countTokens(checked.example);
-  } catch (err) {
-    const why = err instanceof Error ? err.message : String(err);
-    return { problem: `Example ${exampleNumber}, The model's chat template cannot render this example: ${why}`, format: true };
+  const examples = conversations(parsed.value, exampleNumber, opts.format ?? "chat");
+  if (!Array.isArray(examples)) return { problem: examples.problem, format: true };
+  const { tokenizer } = opts;
+  const counts: number[] = [];
+  for (const example of examples) {
+    try {
+      counts.push(tokenizer.countTokens(example));
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      return { problem: `Example ${exampleNumber}, The model's chat template cannot render this example: ${why}`, format: true };
+    }
   }
+  const tokens = Math.max(...counts);
   if (tokens > tokenizer.contextLength) {
     return {
       problem: `Example ${exampleNumber} is too long: it has ${tokens} tokens, but the model's context length is `
@@ -62,7 +81,7 @@ function checkExample(line: string, exampleNumber: number, tokenizer: ExampleTok
       format: false,
     };
   }
-  return tokens;
+  return counts;
 }
 
 function lineFailure(opts: ValidateFileOptions, lineNumber: number, problem: string, format: boolean): FileValidation {
@@ -96,10 +115,12 @@ export async function validateTrainingFile(
     const line = lineNumber === 1 ? raw.replace(/^\uFEFF/, "") : raw;
     if (line.trim() === "") continue;
     nExamples += 1;
-    const result = checkExample(line, nExamples, opts.tokenizer);
-    if (typeof result !== "number") return lineFailure(opts, lineNumber, result.problem, result.format);
-    totalTokens += result;
-    maxTokens = Math.max(maxTokens, result);
+    const result = checkExample(line, nExamples, opts);
+    if (!Array.isArray(result)) return lineFailure(opts, lineNumber, result.problem, result.format);
+    for (const tokens of result) {
+      totalTokens += tokens;
+      maxTokens = Math.max(maxTokens, tokens);
+    }
   }
   if (nExamples < opts.minExamples) {
     const kind = kindOf(opts.param);
@@ -158,6 +179,16 @@ export function autoBatchSize(nExamples: number): number {
 /** A multiplier of the trainer's base learning rate. OpenAI's rule is unpublished (1.8 observed
  *  for a 10-example job); 2 is in the range it is seen to pick and suits LoRA's small updates. */
 export const AUTO_LEARNING_RATE_MULTIPLIER = 2;
+
+/** DPO's beta for "auto": 0.1, OpenAI's documented default and the DPO paper's and TRL's. The
+ *  right beta depends on how far the preferred style is from the model's, which the file alone
+ *  does not tell, so no size-based rule is attempted. */
+export const AUTO_DPO_BETA = 0.1;
+
+/** DPO's multiplier for "auto": 0.5 (a 1e-4 learning rate on the trainer's 2e-4 base). DPO's
+ *  loss is steeper than SFT's once the margins grow, and half the supervised rate kept SmolLM2's
+ *  general answers intact in bench:train-dpo while still moving the style. */
+export const AUTO_DPO_LEARNING_RATE_MULTIPLIER = 0.5;
 
 export function resolveAutoHyperparameters(input: {
   nExamples: number;

@@ -5,6 +5,8 @@ The spec's fields are documented in spec.py. stdout carries only these JSON line
    "start_step","n_validation_examples","learning_rate","quantization"}
   {"type":"metrics","step","total_steps","epoch","train_loss","train_mean_token_accuracy",
    "valid_loss"?,"valid_mean_token_accuracy"?,"tokens","steps_per_second","mfu"?}   every step;
+      DPO (spec "method": "dpo", dpo.py) reports train_reward_accuracy and train_reward_margin
+      instead of train_mean_token_accuracy (valid_* alike);
       valid_* at the end of each epoch when a validation file is given; tokens is cumulative
       (prompt tokens included, as OpenAI bills); mfu only on a GPU whose peak is known
   {"type":"checkpoint","step","epoch","dir","files":[...],"metrics":{"step","train_loss",
@@ -45,7 +47,15 @@ def main(argv: list[str]) -> int:
         from . import spec as spec_lib
         from .train import Run  # imports torch
 
-        return Run(spec_lib.load(argv[0]), protocol, stop).run()
+        spec = spec_lib.load(argv[0])
+        if spec.integrations:
+            from .wandb_log import WandbProtocol
+
+            protocol = WandbProtocol(protocol, spec.integrations, spec.output_dir,
+                                     {"method": spec.method, **vars(spec.hyperparameters), "seed": spec.seed})
+        if spec.method == "dpo":
+            from .dpo import DpoRun as Run
+        return Run(spec, protocol, stop).run()
     except TrainerError as e:
         log.error("%s: %s", e.code, e.message)
         protocol.emit("error", code=e.code, message=e.message)

@@ -7,8 +7,13 @@
   "output_dir": "/job/out",                      # checkpoint-<step>/ and final/ are written here
   "resume_from": "/job/ckpt" | null,             # a checkpoint-<step> folder of an earlier run of this job
   "init_adapter": "/models/ft-parent" | null,    # a PEFT adapter to keep training (an ft: model)
+  "method": "supervised" | "dpo",               # optional, default supervised; dpo: train_file holds
+                                                 # preference pairs (see dpo.py)
   "hyperparameters": {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 1.0,
-                      "lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05, "quantization": "none"|"nf4"},
+                      "lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05, "quantization": "none"|"nf4",
+                      "beta": 0.1},              # beta: DPO only, 0 < beta <= 2
+  "integrations": [{"type": "wandb", "wandb": {"project", "name"?, "entity"?, "tags"?, "run_id"?}}],
+                                                 # optional; metrics forwarded by wandb_log.py
   "seed": 42,
   "device": "auto"|"cpu"|"cuda",
   "max_seq_len": 4096,                           # optional; default: the model's context length
@@ -46,6 +51,7 @@ class Hyperparameters:
     lora_alpha: float
     lora_dropout: float
     quantization: str
+    beta: float | None = None  # DPO only
 
     @property
     def learning_rate(self) -> float:
@@ -68,6 +74,8 @@ class Spec:
     gradient_checkpointing: bool
     attn_implementation: str
     dtype: str = "auto"
+    method: str = "supervised"
+    integrations: tuple = ()
 
 
 def _bad(message: str) -> TrainerError:
@@ -105,7 +113,10 @@ def parse(raw: object) -> Spec:
         n_epochs=_number(hp, "n_epochs", int, 1), batch_size=_number(hp, "batch_size", int, 1),
         learning_rate_multiplier=_number(hp, "learning_rate_multiplier", float, 0),
         lora_rank=_number(hp, "lora_rank", int, 1), lora_alpha=_number(hp, "lora_alpha", float, 0),
-        lora_dropout=_number(hp, "lora_dropout", float, 0, 1), quantization=quantization)
+        lora_dropout=_number(hp, "lora_dropout", float, 0, 1), quantization=quantization,
+        beta=_number(hp, "beta", float, 0, 2) if raw.get("method") == "dpo" else None)
+    if hyper.beta == 0:
+        raise _bad("hyperparameters.beta must be > 0")
     seed = raw.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise _bad(f"'seed' must be a non-negative integer, got {seed!r}")
@@ -131,13 +142,22 @@ def parse(raw: object) -> Spec:
         dtype = os.environ.get("OPENFT_TRAIN_DTYPE") or "auto"
     if dtype not in DTYPES:
         raise _bad(f"'dtype' must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    method = raw.get("method") or "supervised"
+    if method not in ("supervised", "dpo"):
+        raise _bad(f"'method' must be 'supervised' or 'dpo', got {method!r}")
+    integrations = raw.get("integrations") or []
+    if not isinstance(integrations, list) or not all(
+            isinstance(i, dict) and i.get("type") == "wandb" and isinstance(i.get("wandb"), dict)
+            and isinstance(i["wandb"].get("project"), str) for i in integrations):
+        raise _bad("'integrations' must be a list of {type: 'wandb', wandb: {project, ...}}")
     return Spec(
         base_model_dir=_path(raw, "base_model_dir"), train_file=_path(raw, "train_file"),
         validation_file=_path(raw, "validation_file", required=False), output_dir=_path(raw, "output_dir"),
         resume_from=_path(raw, "resume_from", required=False), init_adapter=_path(raw, "init_adapter", required=False),
         hyperparameters=hyper, seed=seed, device=device, max_seq_len=optional_ints["max_seq_len"],
         max_batch_tokens=optional_ints["max_batch_tokens"],
-        gradient_checkpointing=checkpointing, attn_implementation=attn, dtype=dtype)
+        gradient_checkpointing=checkpointing, attn_implementation=attn, dtype=dtype, method=method,
+        integrations=tuple(integrations))
 
 
 def load(path: str) -> Spec:

@@ -113,10 +113,7 @@ class Run:
         self.device = model_lib.pick_device(spec.device)
         tokenizer = model_lib.load_tokenizer(spec.base_model_dir)
         max_len = spec.max_seq_len or model_lib.context_length(model_lib.load_config(spec.base_model_dir))
-        self.train_set = data.load_examples(spec.train_file, tokenizer, max_len)
-        if not any(e.n_trained for e in self.train_set):
-            raise TrainerError("invalid_data", f"{spec.train_file} has no trainable assistant tokens")
-        self.valid_set = data.load_examples(spec.validation_file, tokenizer, max_len) if spec.validation_file else []
+        self.load_sets(tokenizer, max_len)
         self.steps_per_epoch = data.steps_per_epoch(len(self.train_set), hp.batch_size)
         self.total_steps = hp.n_epochs * self.steps_per_epoch
         self.run_meta = {"n_examples": len(self.train_set), "batch_size": hp.batch_size, "n_epochs": hp.n_epochs,
@@ -142,6 +139,27 @@ class Run:
         seed_everything(spec.seed)  # dropout RNG starts from the seed, whatever loading consumed
         if state is not None:
             self._restore(state)
+
+    def load_sets(self, tokenizer, max_len: int | None) -> None:
+        """Hook (dpo.DpoRun loads preference pairs): self.train_set and self.valid_set."""
+        spec = self.spec
+        self.train_set = data.load_examples(spec.train_file, tokenizer, max_len)
+        if not any(e.n_trained for e in self.train_set):
+            raise TrainerError("invalid_data", f"{spec.train_file} has no trainable assistant tokens")
+        self.valid_set = data.load_examples(spec.validation_file, tokenizer, max_len) if spec.validation_file else []
+
+    def example_lengths(self, batch: list) -> list[int]:
+        """Hook: the token count of each sequence a step's items go through the model as."""
+        return [e.n_tokens for e in batch]
+
+    def extra_state(self) -> dict:
+        """Hook: more of the run's state for training_state.pt (read back in _restore)."""
+        return {}
+
+    def validate(self) -> dict:
+        """Hook: the end-of-epoch validation metrics, in OpenAI's names."""
+        v_loss, v_acc = evaluate(self.model, self.valid_set, self.spec.max_batch_tokens, self.device)
+        return {"valid_loss": v_loss, "valid_mean_token_accuracy": v_acc}
 
     def _read_state(self) -> dict:
         path = os.path.join(self.spec.resume_from, STATE_FILE)
@@ -174,7 +192,7 @@ class Run:
         torch.save({"format": 1, "run": self.run_meta, "step": step, "epoch": epoch, "position": position,
                     "order": data.epoch_order(len(self.train_set), self.spec.seed, epoch), "tokens": self.tokens,
                     "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "rng": rng_state()}, os.path.join(tmp, STATE_FILE))
+                    "rng": rng_state(), **self.extra_state()}, os.path.join(tmp, STATE_FILE))
         shutil.rmtree(final_dir, ignore_errors=True)
         os.replace(tmp, final_dir)
         self.protocol.emit("checkpoint", step=step, epoch=self.epoch_of(step), dir=final_dir,
@@ -184,7 +202,8 @@ class Run:
         """1-based epoch that step (1-based) belongs to."""
         return max(1, math.ceil(step / self.steps_per_epoch))
 
-    def train_step(self, examples: list[data.Example]) -> tuple[float, float]:
+    def train_step(self, examples: list[data.Example]) -> dict:
+        """One optimizer step; returns the step's metrics in OpenAI's names."""
         n_trained = sum(e.n_trained for e in examples)
         loss_sum, correct = 0.0, 0
         for pack in data.micro_batches(examples, self.spec.max_batch_tokens):
@@ -199,12 +218,12 @@ class Run:
         self.scheduler.step()
         if not n_trained:
             log.warning("step %d has no trained tokens", self.step + 1)
-            return 0.0, 0.0
+            return {"train_loss": 0.0, "train_mean_token_accuracy": 0.0}
         loss = loss_sum / n_trained
         if not math.isfinite(loss):
             raise TrainerError("training_diverged", f"the training loss became {loss} at step {self.step + 1}; "
                                                     "try a lower learning_rate_multiplier")
-        return loss, correct / n_trained
+        return {"train_loss": loss, "train_mean_token_accuracy": correct / n_trained}
 
     def run(self) -> int:
         self.prepare()
@@ -223,23 +242,22 @@ class Run:
             if delay:
                 time.sleep(delay)
             t0 = time.perf_counter()
-            loss, accuracy = self.train_step(batch)
+            stats = self.train_step(batch)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
             self.step += 1
             done_here += 1
-            self.tokens += sum(e.n_tokens for e in batch)
-            metrics = {"step": self.step, "train_loss": loss, "train_mean_token_accuracy": accuracy}
-            event = {"step": self.step, "total_steps": self.total_steps, "epoch": self.epoch_of(self.step),
-                     "train_loss": loss, "train_mean_token_accuracy": accuracy}
+            lengths = self.example_lengths(batch)
+            self.tokens += sum(lengths)
+            metrics = {"step": self.step, **stats}
+            event = {"step": self.step, "total_steps": self.total_steps, "epoch": self.epoch_of(self.step), **stats}
             epoch_end = self.step % self.steps_per_epoch == 0
             if epoch_end and self.valid_set:
-                v_loss, v_acc = evaluate(self.model, self.valid_set, self.spec.max_batch_tokens, self.device)
-                event.update(valid_loss=v_loss, valid_mean_token_accuracy=v_acc)
-                metrics.update(valid_loss=v_loss, valid_mean_token_accuracy=v_acc, full_valid_loss=v_loss,
-                               full_valid_mean_token_accuracy=v_acc)
-            mfu = self.flops.mfu(self.flops.step_flops([e.n_tokens for e in batch]), seconds)
+                valid = self.validate()
+                event.update(valid)
+                metrics.update(valid, **{f"full_{k}": v for k, v in valid.items()})
+            mfu = self.flops.mfu(self.flops.step_flops(lengths), seconds)
             event.update(tokens=self.tokens, steps_per_second=done_here / (time.perf_counter() - started))
             if mfu is not None:
                 event["mfu"] = mfu
