@@ -73,7 +73,7 @@ describe("DPO file format failures", () => {
   test("9 pairs → invalid_n_examples", async () => {
     assert.deepEqual(await validateTrainingFile(lines(9), opts()), {
       ok: false,
-      error: { code: "invalid_n_examples", param: "training_file", message: "Training file has 9 example(s), but must have at least 10 examples" },
+      error: { code: "invalid_n_examples", param: "training_file", message: "Training file has 9 example(s), but must have at least 10 examples (file file-dpo)" },
     });
   });
 
