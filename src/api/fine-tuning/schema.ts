@@ -28,7 +28,8 @@ export const createJobBody = z
     hyperparameters: hyperparameters.nullish(),
     method: z
       .object({
-        type: z.enum(["supervised", "dpo", "reinforcement"]),
+        // dpo and reinforcement are OpenAI's other methods; neither is implemented yet.
+        type: z.literal("supervised", { error: "Only the 'supervised' fine-tuning method is supported; 'dpo' and 'reinforcement' are not supported yet" }),
         supervised: z.object({ hyperparameters: hyperparameters.nullish() }).strict().nullish(),
         dpo: z.unknown().optional(),
         reinforcement: z.unknown().optional(),

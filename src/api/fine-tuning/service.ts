@@ -47,13 +47,6 @@ function fingerprint(projectId: string, body: CreateJobBody): string {
 
 function mergeHyperparameters(body: CreateJobBody): Hyperparameters {
   const method = body.method;
-  if (method && method.type !== "supervised") {
-    throw ApiError.badRequest(
-      `Fine-tuning method '${method.type}' is not supported yet; use method.type 'supervised'.`,
-      "method.type",
-      "unsupported_method",
-    );
-  }
   const fromMethod = method?.supervised?.hyperparameters ?? undefined;
   if (fromMethod && body.hyperparameters) {
     throw ApiError.badRequest(
