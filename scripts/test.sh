@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what is missing, then runs the whole test suite: the Node suites (official `openai`
-# npm client) and the Python suites (official `openai` package), each twice: on a PostgreSQL
-# server plus moto's S3 server, and on the embedded defaults (PGlite, a local folder).
+# Installs what is missing, then runs the whole test suite: lint (one entry), the Node suites
+# (official `openai` npm client) and the Python suites (official `openai` package), each twice: on
+# a PostgreSQL server plus moto's S3 server, and on the embedded defaults (PGlite, a local folder);
+# then schemathesis against the real server (one entry, scripts/fuzz.sh).
 # Ends with one line: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -57,11 +58,20 @@ run_trainer() { # the Python trainer's own suite: no server, so once
   run_pytest trainer test/trainer
 }
 
+run_step() { # run_step LABEL COMMAND...: one passed or failed entry for a whole command
+  local label=$1; shift
+  echo "=== $label"
+  if "$@"; then count "$label" 1 0; else count "$label" 0 1; fi
+}
+
+run_step lint npm run --silent lint
 [ -z "${OPENFT_TEST_SKIP_TRAINER:-}" ] && run_trainer
 for backend in ${OPENFT_TEST_BACKENDS:-postgres-s3 embedded}; do
   run_node "$backend"
   run_python "$backend"
 done
+# Schemathesis from openapi.yaml against the real server on the embedded backend (scripts/fuzz.sh).
+[ -z "${OPENFT_TEST_SKIP_FUZZ:-}" ] && run_step schemathesis bash scripts/fuzz.sh
 rm -f "$LOG"
 echo "${PASSED} passed, ${FAILED} failed"
 [ "$FAILED" = 0 ]

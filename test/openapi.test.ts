@@ -219,7 +219,7 @@ test("a missing key fails, null where the contract wants a value fails", () => {
 test("an undocumented route, method or status fails", () => {
   assert.throws(() => assertResponseMatches("post", "/v1/completions", 200, {}), /documents no POST \/v1\/completions/);
   assert.throws(() => assertResponseMatches("put", "/v1/files", 200, {}), /documents no PUT \/v1\/files/);
-  assert.throws(() => assertResponseMatches("get", "/v1/files", 404, sampleError()), /no 404 response/);
+  assert.throws(() => assertResponseMatches("get", "/v1/models", 404, sampleError()), /no 404 response/);
   assert.throws(() => assertResponseMatches("get", "/healthz", 401, sampleError()), /no 401 response/);
 });
 
@@ -569,8 +569,17 @@ function chatBodies(): unknown[] {
 /** What the server lets through its body checks: the zod parser, then no key outside it. */
 async function chatParserAccepts(body: unknown): Promise<boolean> {
   const { chatCompletionBody, KNOWN_FIELDS } = await import("../src/api/chat/schema.js");
+  const { toChatMessages } = await import("../src/api/chat/service.js");
   if (body === null || typeof body !== "object" || Array.isArray(body)) return false;
-  return chatCompletionBody.safeParse(body).success && Object.keys(body).every((k) => KNOWN_FIELDS.has(k));
+  const parsed = chatCompletionBody.safeParse(body);
+  if (!parsed.success || !Object.keys(body).every((k) => KNOWN_FIELDS.has(k))) return false;
+  // The schema also holds what each message needs by role (content, tool_call_id).
+  try {
+    toChatMessages(parsed.data.messages);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 test("the documented chat completion body accepts and rejects what the server's parser does", async () => {
@@ -607,7 +616,8 @@ test("the chat route answers what openapi.yaml documents: 400 for what the schem
       if (!matchesSchema("CreateChatCompletionRequest", body)) {
         assert.equal(r.status, 400, where);
         const isObject = body !== null && typeof body === "object" && !Array.isArray(body);
-        assert.ok(isObject ? r.error.code === "invalid_value" || r.error.code === "unknown_parameter" : r.error.code === null && r.error.param === null, where);
+        const codes = ["invalid_value", "unknown_parameter", "invalid_type", "missing_required_parameter"];
+        assert.ok(isObject ? codes.includes(String(r.error.code)) : r.error.code === null && r.error.param === null, where);
       } else if (r.status === 400) {
         // Accepted by the schema, refused by a documented later check.
         assert.ok(["unsupported_parameter", "invalid_value", "invalid_type", "missing_required_parameter"].includes(String(r.error.code)), where);

@@ -16,7 +16,6 @@ export const ERRORS = {
   invalid_file: { status: 400 },
   invalid_file_format: { status: 400 },
   file_too_large: { status: 400 },
-  unsupported_method: { status: 400 },
   invalid_job_state: { status: 400 },
   model_not_available: { status: 400 },
   context_length_exceeded: { status: 400 },

@@ -3,6 +3,7 @@
 // its "auto" hyperparameters resolved, or failed with OpenAI's error code. Validation claims a
 // job with a lease (like training does), so a crashed validator's job is picked up again and
 // several API replicas can validate side by side.
+import path from "node:path";
 import readline from "node:readline";
 import { and, eq, sql } from "drizzle-orm";
 import type { Logger } from "pino";
@@ -69,7 +70,7 @@ async function validateOne(deps: ValidatorDeps, job: JobRow, fileId: string, par
     return { ok: false, error: { code: param === "training_file" ? "invalid_training_file" : "invalid_validation_file", param, message: `The ${kind} file ${fileId} no longer exists.` } };
   }
   const model = await deps.baseModels.get(job.baseModel);
-  if (!model) throw new Error(`base model ${job.baseModel} is gone from the models dir`);
+  if (!model) throw new Error((await deps.baseModels.incomplete(job.baseModel)) ?? `The base model ${job.baseModel} is gone from the models dir.`);
   const tokenizer = await loadChatTokenizer(model.dir);
   const input = await deps.blobs.get(file.blobKey);
   const lines = readline.createInterface({ input, crlfDelay: Infinity });
@@ -143,7 +144,7 @@ export async function drainValidations(deps: ValidatorDeps): Promise<number> {
       await validateJob(deps, job);
     } catch (err) {
       deps.log.error({ err, jobId: job.id }, "validation crashed");
-      await fail(deps, job, { code: "validation_error", param: null, message: `The job failed while validating its files: ${(err as Error).message}` });
+      await fail(deps, job, { code: "validation_error", param: null, message: `The job failed while validating its files: ${(err as Error).message.replaceAll(deps.baseModels.dir + path.sep, "")}` });
     }
   }
   return n;

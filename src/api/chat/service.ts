@@ -80,7 +80,7 @@ function checkSupported(raw: Record<string, unknown>, body: ChatCompletionBody):
 }
 
 /** Message content as one string; only text parts can be served by a text model. */
-function toChatMessages(messages: WireMessage[]): ChatMessage[] {
+export function toChatMessages(messages: WireMessage[]): ChatMessage[] {
   return messages.map((m, i) => {
     let content: string | null = null;
     if (typeof m.content === "string") content = m.content;

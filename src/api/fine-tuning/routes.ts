@@ -17,7 +17,7 @@ function metadataFilter(query: Record<string, unknown>): Record<string, string> 
   if (query.metadata === "null") return null;
   let out: Record<string, string> | undefined;
   for (const [k, v] of Object.entries(query)) {
-    const m = /^metadata\[(.+)\]$/.exec(k);
+    const m = /^metadata\[(.+)\]$/s.exec(k);
     if (!m) continue;
     if (typeof v !== "string") throw ApiError.badRequest(`metadata[${m[1]}] must be given once.`, "metadata");
     (out ??= {})[m[1]!] = v;
@@ -39,7 +39,7 @@ export function registerFineTuningRoutes(app: FastifyInstance, svc: FineTuningSe
 
   app.get("/v1/fine_tuning/jobs", async (request) => {
     const query = (request.query ?? {}) as Record<string, unknown>;
-    const q = parseOr400(listJobsQuery, Object.fromEntries(Object.entries(query).filter(([k]) => !/^metadata(\[.+\])?$/.test(k))));
+    const q = parseOr400(listJobsQuery, Object.fromEntries(Object.entries(query).filter(([k]) => !/^metadata(\[.+\])?$/s.test(k))));
     return svc.list(request.project.id, { ...q, metadata: metadataFilter(query) });
   });
 

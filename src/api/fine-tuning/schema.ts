@@ -50,7 +50,8 @@ export const createJobBody = z
     hyperparameters: hyperparameters.nullish(),
     method: z
       .object({
-        type: z.enum(["supervised", "dpo", "reinforcement"]),
+        // reinforcement is OpenAI's third method; it is not implemented.
+        type: z.enum(["supervised", "dpo"], { error: "Fine-tuning method must be 'supervised' or 'dpo'; 'reinforcement' is not supported" }),
         supervised: z.object({ hyperparameters: hyperparameters.nullish() }).strict().nullish(),
         dpo: z.object({ hyperparameters: dpoHyperparameters.nullish() }).strict().nullish(),
         reinforcement: z.unknown().optional(),

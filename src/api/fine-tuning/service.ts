@@ -86,13 +86,6 @@ function dpoMethod(body: CreateJobBody): StoredMethod {
 function storedMethod(body: CreateJobBody): StoredMethod {
   const method = body.method;
   if (method?.type === "dpo") return dpoMethod(body);
-  if (method && method.type !== "supervised") {
-    throw ApiError.badRequest(
-      `Fine-tuning method '${method.type}' is not supported yet; use method.type 'supervised' or 'dpo'.`,
-      "method.type",
-      "unsupported_method",
-    );
-  }
   if (method?.dpo) throw ApiError.badRequest("'method.dpo' does not apply to a job with method.type 'supervised'.", "method.dpo");
   return supervisedMethod(body);
 }
