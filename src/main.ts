@@ -16,7 +16,9 @@ import type { Worker } from "./engine/worker/worker.js";
 import os from "node:os";
 import path from "node:path";
 import { spawn } from "node:child_process";
-import { createBlobStore, openDatabase } from "./storage/index.js";
+import { createBlobStore, DataDirBusyError } from "./storage/index.js";
+import { ADMIN_ROUTES, startAdminEndpoint } from "./api/admin/endpoint.js";
+import { createSecrets, openStorageWaiting, SERVE_COMMAND } from "./cli-database.js";
 import { createApiKey, DEFAULT_PROJECT, ensureProject } from "./storage/repos/projects.js";
 import { startSweeper } from "./storage/sweeper.js";
 
@@ -62,17 +64,10 @@ function configFrom(values: ReturnType<typeof parse>["values"]): Config {
   return loadConfig(processEnv(), overrides);
 }
 
-async function openStorage(config: Config) {
-  await fs.mkdir(config.dataDir, { recursive: true });
-  const database = await openDatabase({ url: config.database.url, dataDir: config.dataDir });
-  await database.migrate();
-  return database;
-}
-
 async function serve(config: Config): Promise<void> {
   const log = createLogger(config.logLevel);
   await fs.mkdir(config.modelsDir, { recursive: true });
-  const database = await openStorage(config);
+  const database = (await openStorageWaiting(config, SERVE_COMMAND))!;
   const blobs = createBlobStore(config);
   await blobs.init();
   const defaultProject = await ensureProject(database.db, DEFAULT_PROJECT);
@@ -115,14 +110,15 @@ async function serve(config: Config): Promise<void> {
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.server.port;
   const host = config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host;
-  // The one start-up line, whatever the log level: scripts and tests read the URL from it.
-  log.child({}, { level: "info" }).info(
-    { url: `http://${host}:${port}`, database: database.kind, blobs: blobs.kind, dataDir: config.dataDir },
-    `openft listening on http://${host}:${port}`,
-  );
+  // PGlite admits this process only: the CLI's keys and workers commands come through here.
+  const admin = database.kind === "pglite"
+    ? await startAdminEndpoint(config.dataDir, {
+        createKey: async (project) => (await createApiKey(database.db, project)).secret,
+        createWorker: async (name) => (await createWorker(database.db, name)).token,
+      })
+    : undefined;
 
-  const worker = config.worker.embedded ? await startEmbeddedWorker(config, database.db, port, log) : undefined;
-
+  let worker: Worker | undefined;
   let closing = false;
   const shutdown = async (signal: string) => {
     if (closing) return;
@@ -139,11 +135,20 @@ async function serve(config: Config): Promise<void> {
     await background.stop();
     await pool.close();
     await stopSweeper();
+    await admin?.close();
     await database.close();
     process.exit(0);
   };
+  // Before the start-up line: a SIGTERM right after it still shuts down cleanly (the embedded
+  // worker's start below takes seconds).
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));
+  // The one start-up line, whatever the log level: scripts and tests read the URL from it.
+  log.child({}, { level: "info" }).info(
+    { url: `http://${host}:${port}`, database: database.kind, blobs: blobs.kind, dataDir: config.dataDir },
+    `openft listening on http://${host}:${port}`,
+  );
+  if (config.worker.embedded && !closing) worker = await startEmbeddedWorker(config, database.db, port, log);
 }
 
 /** OPENFT_WANDB: "auto" asks the trainer's Python once (in the background, from start-up). */
@@ -214,19 +219,27 @@ function usage(): number {
   return 2;
 }
 
-/** `keys create` and `workers create`: one secret per name, one per line, in order. */
+/** `keys create` and `workers create`: one secret per name, one per line, in order, printed
+ *  only once all are stored. */
 async function createEach(
   config: Config,
+  command: string,
   names: string[] | undefined,
+  route: string,
   create: (db: import("./storage/db.js").Db, name: string) => Promise<string>,
 ): Promise<number> {
   if (!names?.length) return usage();
-  const database = await openStorage(config);
-  try {
-    for (const name of names) process.stdout.write(`${await create(database.db, name)}\n`);
-  } finally {
-    await database.close();
-  }
+  const secrets = await createSecrets(config, command, names, route, create);
+  for (const secret of secrets) process.stdout.write(`${secret}\n`);
+  return 0;
+}
+
+async function migrateCommand(config: Config): Promise<number> {
+  // A server applied every migration it knows when it started; another process must not open
+  // its embedded database.
+  const database = await openStorageWaiting(config, "openft migrate");
+  await database?.close();
+  process.stdout.write("migrations applied\n");
   return 0;
 }
 
@@ -238,7 +251,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
     return 2;
   }
-  const [command, sub] = parsed.positionals;
+  const [command] = parsed.positionals;
   if (parsed.values.help || !command) {
     process.stdout.write(`${USAGE}\n`);
     return command ? 0 : 2;
@@ -253,18 +266,26 @@ export async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
+  try {
+    return await run(config, parsed);
+  } catch (err) {
+    if (!(err instanceof DataDirBusyError)) throw err;
+    const hint = err.holder.command === SERVE_COMMAND ? "; stop the server first" : "";
+    process.stderr.write(`openft ${command}: ${err.message}${hint}\n`);
+    return 1;
+  }
+}
+
+async function run(config: Config, parsed: ReturnType<typeof parse>): Promise<number> {
+  const [command, sub] = parsed.positionals;
   switch (command) {
     case "serve":
       await serve(config);
       return -1; // keeps running
-    case "migrate": {
-      const database = await openStorage(config);
-      await database.close();
-      process.stdout.write("migrations applied\n");
-      return 0;
-    }
+    case "migrate":
+      return migrateCommand(config);
     case "keys":
-      return sub === "create" ? createEach(config, parsed.values.project, async (db, p) => (await createApiKey(db, p)).secret) : usage();
+      return sub === "create" ? createEach(config, "openft keys create", parsed.values.project, ADMIN_ROUTES.keys, async (db, p) => (await createApiKey(db, p)).secret) : usage();
     case "worker": {
       if (!parsed.values.api || !parsed.values.token) {
         process.stderr.write(`openft worker needs --api URL and --token TOKEN\n${USAGE}\n`);
@@ -280,7 +301,7 @@ export async function main(argv: string[]): Promise<number> {
       return importGguf(config, file, name);
     }
     case "workers":
-      return sub === "create" ? createEach(config, parsed.values.name, async (db, n) => (await createWorker(db, n)).token) : usage();
+      return sub === "create" ? createEach(config, "openft workers create", parsed.values.name, ADMIN_ROUTES.workers, async (db, n) => (await createWorker(db, n)).token) : usage();
     default:
       process.stderr.write(`unknown command: ${command}\n${USAGE}\n`);
       return 2;

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { isJsonObject } from "../src/api/files/json-object-check.js";
+import { prng } from "./helpers/prng.js";
 
 // What the fast check must agree with: JSON.parse of the bytes' UTF-8 decoding, giving a
 // non-null, non-array object.
@@ -204,18 +205,6 @@ test("nesting 100k deep is checked without overflowing the stack", () => {
   const arrays = Buffer.from("[".repeat(depth) + "]".repeat(depth));
   assert.equal(isJsonObject(arrays, 0, arrays.length), false);
 });
-
-// A small seeded PRNG (mulberry32), so that every run checks the same cases.
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const CHARS = ["a", "b", "Z", " ", "0", "é", "中", "😀", "\u2028", "\u007f", '"', "\\", "/", "\n", "\t", "\u0001", "\u001f", "\ud800", "\udc00", "{", "}", "[", "]", ":", ","];
 const NUMBERS = ["0", "-0", "-0.0", "1", "-1", "12", "3.25", "-0.5e-3", "1e5", "1E+21", "2e-7", "9007199254740993", "1.5E308", "1e999", "0.000001"];

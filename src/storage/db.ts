@@ -10,6 +10,7 @@ import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
 import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
 import pg from "pg";
 import { projectRoot } from "../project-root.js";
+import { acquireDataDirLock } from "./data-dir-lock.js";
 import * as schema from "./schema.js";
 
 export type Schema = typeof schema;
@@ -52,16 +53,29 @@ async function openPostgres(url: string): Promise<Database> {
   return { db, kind: "postgres", migrate, close: () => pool.end() };
 }
 
-async function openPglite(dataDir: string): Promise<Database> {
+async function openPglite(dataDir: string, command: string): Promise<Database> {
   const dir = path.join(dataDir, "pglite");
   await fs.mkdir(dir, { recursive: true });
-  const client = await PGlite.create(dir);
+  // Held until close() or the process's end: no second process may open these files.
+  const release = acquireDataDirLock(dataDir, command);
+  let client: PGlite;
+  try {
+    client = await PGlite.create(dir);
+  } catch (err) {
+    release();
+    throw err;
+  }
   const db = drizzlePglite(client, { schema });
-  // PGlite is one connection in one process: nothing to race with.
+  // PGlite is one connection in one process, and the lock keeps other processes out.
   const migrate = async () => migratePglite(db, { migrationsFolder: migrationsFolder() });
-  return { db: db as unknown as Db, kind: "pglite", migrate, close: () => client.close() };
+  const close = async () => {
+    await client.close();
+    release();
+  };
+  return { db: db as unknown as Db, kind: "pglite", migrate, close };
 }
 
-export async function openDatabase(opts: { url: string | undefined; dataDir: string }): Promise<Database> {
-  return opts.url ? openPostgres(opts.url) : openPglite(opts.dataDir);
+/** `command` ("openft serve", ...) names the holder of the PGlite data dir's lock to a second opener. */
+export async function openDatabase(opts: { url: string | undefined; dataDir: string; command?: string }): Promise<Database> {
+  return opts.url ? openPostgres(opts.url) : openPglite(opts.dataDir, opts.command ?? `node (pid ${process.pid})`);
 }

@@ -10,3 +10,4 @@ export * from "./db.js";
 export function createBlobStore(config: Config): BlobStore {
   return config.s3 ? new S3BlobStore(config.s3) : new FsBlobStore(path.join(config.dataDir, "blobs"));
 }
+export * from "./data-dir-lock.js";

@@ -101,7 +101,7 @@ export class TrainerRunner implements Runner {
     });
     const onStop = () => child.kill("SIGTERM");
     ctx.signal.addEventListener("abort", onStop, { once: true });
-    const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("close", (code, signal) => resolve({ code, signal })));
     let outcome: RunOutcome | undefined;
     try {
       for await (const line of readline.createInterface({ input: child.stdout })) {
@@ -118,10 +118,13 @@ export class TrainerRunner implements Runner {
     } finally {
       ctx.signal.removeEventListener("abort", onStop);
     }
-    const code = await exited;
+    const { code, signal } = await exited;
     log.end();
     if (outcome) return outcome;
     if (ctx.signal.aborted) return { kind: "stopped" };
+    // Killed by a signal nobody here sent (the OOM killer, an operator, a machine going down):
+    // the machine's fault, not the job's, so the attempt is lost as if the worker had died.
+    if (signal !== null) return { kind: "lost", reason: `the trainer was killed by ${signal}` };
     return { kind: "failed", code: "trainer_error", message: `The trainer exited with code ${code} without finishing. Its log ends with:\n${tail.trim()}` };
   }
 

@@ -18,7 +18,11 @@ export interface RunContext {
 export type RunOutcome =
   | { readonly kind: "succeeded"; readonly trainedTokens: number; readonly files: string[] }
   | { readonly kind: "failed"; readonly code: string; readonly message: string }
-  | { readonly kind: "stopped" };
+  | { readonly kind: "stopped" }
+  /** The attempt died with its machine: reported as nothing, so that the lease lapses and the
+   *  job resumes from its newest checkpoint as attempt n+1 (counted against max attempts, so a
+   *  trainer killed every time still ends). */
+  | { readonly kind: "lost"; readonly reason: string };
 
 export interface Runner {
   run(ctx: RunContext): Promise<RunOutcome>;
@@ -117,6 +121,10 @@ export class Worker {
     const id = spec.job.id;
     try {
       if (reason === "lost") return; // another worker owns the job now: report nothing
+      if (outcome.kind === "lost") {
+        log.warn({ reason: outcome.reason }, "the attempt is lost; its lease will lapse and the job resume from its newest checkpoint");
+        return;
+      }
       if (outcome.kind === "succeeded" && reason === undefined) {
         await client.complete(id, { trained_tokens: outcome.trainedTokens, files: outcome.files });
       } else if (outcome.kind === "failed" && reason === undefined) {
