@@ -61,6 +61,11 @@ export interface Progress {
 /** Events and metrics from the running job; progress updates estimated_finish. */
 export async function recordEvents(db: Db, job: JobRow, events: readonly NewEvent[], progress: Progress | undefined) {
   await db.transaction(async (tx) => {
+    // A cancelled job's events end with its cancel: steps the trainer finishes before the worker
+    // hears of the cancel (at its next heartbeat) are not recorded. The row lock orders this
+    // against the cancel's own transition.
+    const [row] = await tx.select({ status: fineTuningJobs.status }).from(fineTuningJobs).where(eq(fineTuningJobs.id, job.id)).for("update");
+    if (!row || row.status === "cancelled") return;
     await insertEvents(tx, job.id, events);
     if (progress && progress.stepsPerSecond > 0 && job.status === "running") {
       const left = Math.max(0, progress.totalSteps - progress.step) / progress.stepsPerSecond;

@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx2
 import openai
 import pytest
+from openapi_check import VIOLATIONS, check_response
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "bin" / "openft.js"
@@ -32,7 +34,7 @@ NODE = shutil.which("node") or "node"
 
 BACKEND = "postgres-s3" if os.environ.get("OPENFT_TEST_BACKEND") == "postgres-s3" else "embedded"
 S3_CREDS = {"access_key": "test", "secret_key": "test", "region": "us-east-1"}
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 120.0  # as test/helpers/server.ts: a start has been seen to take 70 s on a shared machine
 URL_RE = re.compile(r'"url":"(http://[^"]+)"')
 
 
@@ -108,6 +110,7 @@ class TestServer:
         self._readers: List[threading.Thread] = []
         self.url = ""
         self.project_keys: Dict[str, str] = {}
+        self._violations_before = len(VIOLATIONS)
         self.env: Dict[str, str] = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", tempfile.gettempdir()),
@@ -240,6 +243,9 @@ class TestServer:
                 if self.s3_endpoint and self.s3_bucket:
                     self._remove_bucket()
                     self.s3_bucket = None
+        seen = VIOLATIONS[self._violations_before:]
+        if seen:
+            raise AssertionError("responses that do not match openapi.yaml:\n" + "\n".join(seen))
 
     def _remove_bucket(self) -> None:
         s3 = _s3_client(self.s3_endpoint)
@@ -257,7 +263,10 @@ class TestServer:
     # -- clients and storage ----------------------------------------------------------------
 
     def client(self, api_key: Optional[str] = None, **kwargs) -> openai.OpenAI:
-        """An official SDK client with retries off (so a retried request cannot hide a bug)."""
+        """An official SDK client with retries off (so a retried request cannot hide a bug), whose
+        every response is checked against openapi.yaml (openapi_check.py)."""
+        if "http_client" not in kwargs:
+            kwargs["http_client"] = httpx2.Client(event_hooks={"response": [check_response]})
         return openai.OpenAI(
             api_key=api_key or self.api_key,
             base_url=self.base_url,

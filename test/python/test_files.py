@@ -11,6 +11,7 @@ import httpx2
 import openai
 import pytest
 from openai import omit
+from openapi_check import check_response
 
 THIRTY_DAYS = 30 * 24 * 3600
 ENVELOPE_KEYS = ["code", "message", "param", "type"]
@@ -51,7 +52,7 @@ def recording_client(server, api_key=None):
         body = request.read() if request.method != "POST" else None
         sent.append((request.method, request.url, request.headers, body))
 
-    http = openai.DefaultHttpxClient(event_hooks={"request": [hook]})
+    http = openai.DefaultHttpxClient(event_hooks={"request": [hook], "response": [check_response]})
     return server.client(api_key, http_client=http), sent
 
 

@@ -14,6 +14,7 @@ import httpx2
 import openai
 import pytest
 from openai import omit
+from openapi_check import check_response
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository root (this file is test/python/...)
 TINY_MODELS_JS = ROOT / "dist" / "test" / "helpers" / "tiny-models.js"
@@ -68,7 +69,7 @@ def recording_client(server, api_key: Optional[str] = None):
         if "/fine_tuning/" in request.url.path:
             sent.append((request.method, request.url, request.headers, request.read()))
 
-    http = openai.DefaultHttpxClient(event_hooks={"request": [hook]})
+    http = openai.DefaultHttpxClient(event_hooks={"request": [hook], "response": [check_response]})
     return server.client(api_key, http_client=http), sent
 
 
