@@ -16,13 +16,14 @@ import os from "node:os";
 import path from "node:path";
 import { spawn } from "node:child_process";
 import { createBlobStore, openDatabase } from "./storage/index.js";
-import { createApiKey, DEFAULT_PROJECT, ensureProject } from "./storage/repos/projects.js";
+import { createAdminKey, createApiKey, DEFAULT_PROJECT, ensureProject } from "./storage/repos/projects.js";
 import { startSweeper } from "./storage/sweeper.js";
 
 const USAGE = `usage:
   openft serve [--host HOST] [--port PORT] [--data-dir DIR] [--models-dir DIR]
   openft migrate [--data-dir DIR]
   openft keys create --project NAME [--project NAME ...] [--data-dir DIR]   prints a key per project
+  openft keys create --admin [--data-dir DIR]   prints an admin key (checkpoint permissions only)
   openft workers create --name NAME [--name NAME ...] [--data-dir DIR]   prints a worker token per name
   openft worker --api URL --token TOKEN [--models-dir DIR] [--work-dir DIR]
   openft models import-gguf FILE --name NAME [--models-dir DIR]   a GGUF as a base model folder
@@ -41,6 +42,7 @@ function parse(argv: string[]) {
       "data-dir": { type: "string" },
       "models-dir": { type: "string" },
       project: { type: "string", multiple: true },
+      admin: { type: "boolean" },
       name: { type: "string", multiple: true },
       api: { type: "string" },
       token: { type: "string" },
@@ -95,6 +97,7 @@ async function serve(config: Config): Promise<void> {
     defaultProject,
     maxUploadBytes: config.files.maxUploadBytes,
     uploadLeaseMs: config.files.uploadLeaseMs,
+    uploads: config.uploads,
     baseModels,
     onJobCreated: () => background.wake(),
     wakeup,
@@ -248,6 +251,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "keys":
+      if (sub === "create" && parsed.values.admin) return createEach(config, ["admin"], async (db) => (await createAdminKey(db)).secret);
       return sub === "create" ? createEach(config, parsed.values.project, async (db, p) => (await createApiKey(db, p)).secret) : usage();
     case "worker": {
       if (!parsed.values.api || !parsed.values.token) {

@@ -34,6 +34,16 @@ export class ApiError extends Error {
     return new ApiError(404, message, "invalid_request_error", param, code);
   }
 
+  /** An admin key on a project route, or a project key on an admin route. */
+  static forbidden(message: string): ApiError {
+    return new ApiError(403, message, "invalid_request_error", null, "insufficient_permissions");
+  }
+
+  /** The resource is busy with another request (a complete already under way). */
+  static conflict(message: string, param: string | null = null, code: string | null = null): ApiError {
+    return new ApiError(409, message, "invalid_request_error", param, code);
+  }
+
   static noSuchFile(id: string): ApiError {
     return ApiError.notFound(`No such File object: ${id}`, "id");
   }
