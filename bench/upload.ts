@@ -1,7 +1,7 @@
 // Upload a 512 MB fine-tune JSONL through the official Node SDK and compare the throughput with
 // `cp` of the same file into the same folder, in the same run; report the server's peak RSS
 // growth during the upload. Run: npm run bench:upload  (MB = 10^6 bytes)
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import http from "node:http";
 import OpenAI from "openai";
 import { createReadStream } from "node:fs";
@@ -9,38 +9,10 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { startServer } from "../test/helpers/server.js";
+import { makeJsonl, statusKb } from "./upload-data.js";
 
 const SIZE = Number(process.env.BENCH_UPLOAD_BYTES ?? 512 * 1000 * 1000);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
-
-async function makeJsonl(file: string, size: number): Promise<number> {
-  const handle = await fs.open(file, "w");
-  let written = 0;
-  let i = 0;
-  const batch: string[] = [];
-  while (written < size) {
-    const line = JSON.stringify({
-      messages: [
-        { role: "system", content: "You are a terse assistant." },
-        { role: "user", content: `Question ${i}: ${"lorem ipsum ".repeat(20)}` },
-        { role: "assistant", content: `Answer ${i}: ${"dolor sit amet ".repeat(25)}` },
-      ],
-    }) + "\n";
-    batch.push(line);
-    written += Buffer.byteLength(line);
-    i++;
-    if (batch.length === 4096) await handle.write(batch.splice(0).join(""));
-  }
-  await handle.write(batch.join(""));
-  await handle.close();
-  return written;
-}
-
-function statusKb(pid: number, field: string): number {
-  const text = spawnSync("cat", [`/proc/${pid}/status`]).stdout.toString();
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
-  return m ? Number(m[1]) : NaN;
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

@@ -15,6 +15,10 @@ const envSchema = z.object({
   OPENFT_MAX_UPLOAD_BYTES: z.coerce.number().int().positive().default(512 * 1024 * 1024),
   // An upload's lease: a pending upload whose lease lapses (its server died) is swept.
   OPENFT_UPLOAD_LEASE_SECONDS: z.coerce.number().positive().default(60),
+  // The Uploads API: total size of one upload (OpenAI's limit is 8 GB) and how long a pending
+  // upload lives (OpenAI: an hour) before it expires and its parts are swept.
+  OPENFT_UPLOADS_MAX_BYTES: z.coerce.number().int().positive().default(8 * 1024 ** 3),
+  OPENFT_UPLOADS_EXPIRY_SECONDS: z.coerce.number().int().positive().default(3600),
   // A worker's claim on a job lasts this long unless a heartbeat renews it.
   OPENFT_WORKER_LEASE_SECONDS: z.coerce.number().positive().default(60),
   // The embedded worker runs the trainer in this process's machine; off for API-only replicas.
@@ -67,6 +71,7 @@ export interface Config {
   readonly modelsDir: string;
   readonly apiKey: string | undefined;
   readonly files: { readonly maxUploadBytes: number; readonly uploadLeaseMs: number };
+  readonly uploads: { readonly maxBytes: number; readonly expirySeconds: number };
   readonly logLevel: string;
   readonly workers: { readonly leaseMs: number };
   readonly worker: {
@@ -126,6 +131,7 @@ export function loadConfig(env: Env, overrides: Env = {}): Config {
     modelsDir: path.resolve(e.OPENFT_MODELS_DIR),
     apiKey: e.OPENFT_API_KEY,
     files: { maxUploadBytes: e.OPENFT_MAX_UPLOAD_BYTES, uploadLeaseMs: e.OPENFT_UPLOAD_LEASE_SECONDS * 1000 },
+    uploads: { maxBytes: e.OPENFT_UPLOADS_MAX_BYTES, expirySeconds: e.OPENFT_UPLOADS_EXPIRY_SECONDS },
     logLevel: e.OPENFT_LOG_LEVEL,
     workers: { leaseMs: e.OPENFT_WORKER_LEASE_SECONDS * 1000 },
     worker: {

@@ -30,8 +30,8 @@ export const newId = {
   validatorOwner: () => `api-${randomAlnum(24)}`,
 };
 
-export function newApiKeySecret(): string {
-  return `sk-openft-${randomAlnum(40)}`;
+export function newApiKeySecret(kind: "project" | "admin" = "project"): string {
+  return `sk-${kind === "admin" ? "admin-" : ""}openft-${randomAlnum(40)}`;
 }
 
 export function sha256Hex(s: string): string {

@@ -19,13 +19,14 @@ import { spawn } from "node:child_process";
 import { createBlobStore, DataDirBusyError } from "./storage/index.js";
 import { ADMIN_ROUTES, startAdminEndpoint } from "./api/admin/endpoint.js";
 import { createSecrets, openStorageWaiting, SERVE_COMMAND } from "./cli-database.js";
-import { createApiKey, DEFAULT_PROJECT, ensureProject } from "./storage/repos/projects.js";
+import { createAdminKey, createApiKey, DEFAULT_PROJECT, ensureProject } from "./storage/repos/projects.js";
 import { startSweeper } from "./storage/sweeper.js";
 
 const USAGE = `usage:
   openft serve [--host HOST] [--port PORT] [--data-dir DIR] [--models-dir DIR]
   openft migrate [--data-dir DIR]
   openft keys create --project NAME [--project NAME ...] [--data-dir DIR]   prints a key per project
+  openft keys create --admin [--data-dir DIR]   prints an admin key (checkpoint permissions only)
   openft workers create --name NAME [--name NAME ...] [--data-dir DIR]   prints a worker token per name
   openft worker --api URL --token TOKEN [--models-dir DIR] [--work-dir DIR]
   openft models import-gguf FILE --name NAME [--models-dir DIR]   a GGUF as a base model folder
@@ -44,6 +45,7 @@ function parse(argv: string[]) {
       "data-dir": { type: "string" },
       "models-dir": { type: "string" },
       project: { type: "string", multiple: true },
+      admin: { type: "boolean" },
       name: { type: "string", multiple: true },
       api: { type: "string" },
       token: { type: "string" },
@@ -94,6 +96,7 @@ async function serve(config: Config): Promise<void> {
     defaultProject,
     maxUploadBytes: config.files.maxUploadBytes,
     uploadLeaseMs: config.files.uploadLeaseMs,
+    uploads: config.uploads,
     baseModels,
     onJobCreated: () => background.wake(),
     wakeup,
@@ -115,6 +118,7 @@ async function serve(config: Config): Promise<void> {
     ? await startAdminEndpoint(config.dataDir, {
         createKey: async (project) => (await createApiKey(database.db, project)).secret,
         createWorker: async (name) => (await createWorker(database.db, name)).token,
+        createAdminKey: async () => (await createAdminKey(database.db)).secret,
       })
     : undefined;
 
@@ -285,6 +289,9 @@ async function run(config: Config, parsed: ReturnType<typeof parse>): Promise<nu
     case "migrate":
       return migrateCommand(config);
     case "keys":
+      if (sub === "create" && parsed.values.admin) {
+        return createEach(config, "openft keys create --admin", ["admin"], ADMIN_ROUTES.adminKeys, async (db) => (await createAdminKey(db)).secret);
+      }
       return sub === "create" ? createEach(config, "openft keys create", parsed.values.project, ADMIN_ROUTES.keys, async (db, p) => (await createApiKey(db, p)).secret) : usage();
     case "worker": {
       if (!parsed.values.api || !parsed.values.token) {

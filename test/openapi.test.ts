@@ -49,6 +49,7 @@ async function withApp<T>(
       defaultProject: project,
       maxUploadBytes: 1024 * 1024,
       uploadLeaseMs: 60_000,
+      uploads: { maxBytes: 8 * 1024 ** 3, expirySeconds: 3600 },
       ready: async () => {},
       baseModels: new BaseModels(path.join(tmp, "models")),
       onJobCreated: () => {},
@@ -144,7 +145,8 @@ test("every operation has an operationId and responses; /v1 routes need the API 
       assert.ok(headers?.["x-request-id"], `${method} ${path} ${status} does not document x-request-id`);
     }
     if (path.startsWith("/v1/")) {
-      assert.deepEqual(operation.security, [{ ApiKeyAuth: [] }], `${method} ${path} security`);
+      const scheme = path.includes("/permissions") ? "AdminKeyAuth" : "ApiKeyAuth";
+      assert.deepEqual(operation.security, [{ [scheme]: [] }], `${method} ${path} security`);
       for (const status of [400, 401]) assert.doesNotThrow(() => findResponse(method, path, status));
     } else if (path.startsWith("/internal/")) {
       assert.deepEqual(operation.security, [{ WorkerTokenAuth: [] }], `${method} ${path} security`);

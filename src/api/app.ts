@@ -19,7 +19,12 @@ import { registerWorkerAuth } from "./plugins/worker-auth.js";
 import { registerFileRoutes } from "./files/routes.js";
 import { registerFineTuningRoutes } from "./fine-tuning/routes.js";
 import { FineTuningService } from "./fine-tuning/service.js";
+import { registerUnsupportedFineTuningRoutes } from "./fine-tuning/unsupported.js";
+import { registerCheckpointPermissionRoutes } from "./checkpoint-permissions/routes.js";
+import { CheckpointPermissionsService } from "./checkpoint-permissions/service.js";
 import { FilesService } from "./files/service.js";
+import { registerUploadRoutes } from "./uploads/routes.js";
+import { UploadsService } from "./uploads/service.js";
 import { registerHealthRoutes, type ReadinessProbe } from "./health/routes.js";
 import { registerAuth } from "./plugins/auth.js";
 import { clientErrorHandler, frameworkErrors, registerErrorHandling, registerUnknownRoutes } from "./plugins/errors.js";
@@ -35,6 +40,8 @@ export interface AppDeps {
   readonly defaultProject: Project;
   readonly maxUploadBytes: number;
   readonly uploadLeaseMs: number;
+  /** The Uploads API: the most bytes one upload may declare, and how long a pending one lives. */
+  readonly uploads: { readonly maxBytes: number; readonly expirySeconds: number };
   readonly ready: ReadinessProbe;
   readonly baseModels: BaseModels;
   /** Called after a job is created, so its files are validated at once. */
@@ -112,6 +119,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     uploadLeaseMs: deps.uploadLeaseMs,
   });
   registerFileRoutes(app, files);
+  registerUploadRoutes(
+    app,
+    new UploadsService({ db: deps.db, blobs: deps.blobs, log: deps.log, leaseMs: deps.uploadLeaseMs, ...deps.uploads }),
+  );
   registerFineTuningRoutes(
     app,
     new FineTuningService({
@@ -123,6 +134,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       wandbAvailable: deps.wandbAvailable ?? (() => Promise.resolve(false)),
     }),
   );
+  registerUnsupportedFineTuningRoutes(app);
+  registerCheckpointPermissionRoutes(app, new CheckpointPermissionsService({ db: deps.db }));
   const chat = new ChatService({ db: deps.db, blobs: deps.blobs, baseModels: deps.baseModels, log: deps.log, ...deps.serving, metrics: metrics.serving });
   registerChatRoutes(app, chat);
   registerModelRoutes(app, new ModelsService({ db: deps.db, baseModels: deps.baseModels, onDeleted: (id) => chat.evictModel(id) }));

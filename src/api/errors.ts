@@ -17,15 +17,23 @@ export const ERRORS = {
   invalid_file_format: { status: 400 },
   file_too_large: { status: 400 },
   invalid_job_state: { status: 400 },
+  invalid_upload_state: { status: 400 },
+  invalid_upload_size: { status: 400 },
+  checksum_mismatch: { status: 400 },
   model_not_available: { status: 400 },
   context_length_exceeded: { status: 400 },
   invalid_api_key: { status: 401 },
   model_not_deletable: { status: 403 },
+  // An admin key on a project route, or a project key on an admin route.
+  insufficient_permissions: { status: 403 },
   not_found: { status: 404, code: null },
   model_not_found: { status: 404 },
+  unsupported_feature: { status: 404 },
   method_not_allowed: { status: 405, code: null },
   // The worker protocol: another worker holds the job now; retrying cannot win it back.
   lease_lost: { status: 409 },
+  // The resource is busy with another request (an upload's complete already under way).
+  upload_in_progress: { status: 409 },
   uri_too_long: { status: 414, code: null },
   rate_limit_exceeded: { status: 429, type: "requests" },
   header_fields_too_large: { status: 431, code: null },
@@ -75,6 +83,16 @@ export class ApiError extends Error {
 
   static notFound(message: string, param: string | null = null, code: KindOf<404> = "not_found"): ApiError {
     return new ApiError(code, message, param);
+  }
+
+  /** An admin key on a project route, or a project key on an admin route. */
+  static forbidden(message: string): ApiError {
+    return new ApiError("insufficient_permissions", message, null);
+  }
+
+  /** The resource is busy with another request (a complete already under way). */
+  static conflict(message: string, param: string | null = null): ApiError {
+    return new ApiError("upload_in_progress", message, param);
   }
 
   static noSuchFile(id: string): ApiError {

@@ -1,10 +1,10 @@
 // Every SQL statement on jobs, events, checkpoints and models that is not part of the queue.
 // State changes are guarded UPDATEs (`WHERE status IN (...)`) that insert their event in the same
 // transaction, so a retried request can never apply a transition twice.
-import { and, desc, eq, inArray, isNull, lt, sql, type SQL } from "drizzle-orm";
+import { and, desc, eq, inArray, isNull, lt, or, sql, type SQL } from "drizzle-orm";
 import { newId, nowSeconds } from "../ids.js";
 import type { Db } from "../storage/db.js";
-import { fineTuningJobs, jobCheckpoints, jobEvents, models } from "../storage/schema.js";
+import { checkpointPermissions, fineTuningJobs, jobCheckpoints, jobEvents, models } from "../storage/schema.js";
 
 export type JobRow = typeof fineTuningJobs.$inferSelect;
 export type NewJob = typeof fineTuningJobs.$inferInsert;
@@ -156,11 +156,19 @@ export async function insertModel(db: DbOrTx, row: typeof models.$inferInsert): 
   await db.insert(models).values(row).onConflictDoNothing();
 }
 
+/** The project's own models and those another project granted it (checkpoint permissions). */
+function visibleTo(projectId: string): SQL {
+  return or(
+    eq(models.projectId, projectId),
+    sql`exists (select 1 from ${checkpointPermissions} where ${checkpointPermissions.modelId} = ${models.id} and ${checkpointPermissions.projectId} = ${projectId})`,
+  )!;
+}
+
 export async function getModel(db: Db, projectId: string, id: string): Promise<ModelRow | undefined> {
   const [row] = await db
     .select()
     .from(models)
-    .where(and(eq(models.id, id), eq(models.projectId, projectId), isNull(models.deletedAt)));
+    .where(and(eq(models.id, id), visibleTo(projectId), isNull(models.deletedAt)));
   return row;
 }
 
@@ -168,7 +176,7 @@ export async function listModels(db: Db, projectId: string): Promise<ModelRow[]>
   return db
     .select()
     .from(models)
-    .where(and(eq(models.projectId, projectId), isNull(models.deletedAt)))
+    .where(and(visibleTo(projectId), isNull(models.deletedAt)))
     .orderBy(models.createdAt);
 }
 

@@ -25,6 +25,14 @@ export const apiKeys = pgTable(
   (t) => [uniqueIndex("api_keys_key_hash_idx").on(t.keyHash)],
 );
 
+// Admin keys belong to no project: they manage checkpoint permissions and nothing else.
+export const adminKeys = pgTable("admin_keys", {
+  id: text("id").primaryKey(),
+  keyHash: text("key_hash").notNull().unique(),
+  hint: text("hint").notNull(),
+  createdAt: unixSeconds("created_at").notNull(),
+});
+
 export const files = pgTable(
   "files",
   {
@@ -58,6 +66,50 @@ export const fileUploads = pgTable(
   },
   (t) => [index("file_uploads_lease_idx").on(t.leaseExpiresAt)],
 );
+
+// The Uploads API: a file sent in parts. status: pending → completing → completed, or
+// cancelled / expired. `completing` is held under a lease (complete_lease_expires_at, ms) by
+// the server streaming the parts into files/<file_id>; the File row and `completed` are
+// written in one transaction, and a lapsed lease is undone by the sweeper (back to pending,
+// the partial file blob discarded), so a crash mid-complete leaves the File or nothing.
+export const uploads = pgTable(
+  "uploads",
+  {
+    id: text("id").primaryKey(),
+    projectId: text("project_id")
+      .notNull()
+      .references(() => projects.id),
+    filename: text("filename").notNull(),
+    purpose: text("purpose").notNull(),
+    bytes: bigint("bytes", { mode: "number" }).notNull(),
+    mimeType: text("mime_type").notNull(),
+    // expires_after.seconds for the File this upload becomes.
+    fileExpiresAfter: integer("file_expires_after"),
+    status: text("status").notNull(),
+    createdAt: unixSeconds("created_at").notNull(),
+    expiresAt: unixSeconds("expires_at").notNull(),
+    // Chosen by the first complete and kept, so a retried complete overwrites the same blob.
+    fileId: text("file_id"),
+    completeLeaseExpiresAt: bigint("complete_lease_expires_at", { mode: "number" }),
+  },
+  (t) => [index("uploads_status_expires_idx").on(t.status, t.expiresAt)],
+);
+
+// One part of an upload, its own blob. bytes is null while the part is still streaming in.
+export const uploadParts = pgTable(
+  "upload_parts",
+  {
+    id: text("id").primaryKey(),
+    uploadId: text("upload_id")
+      .notNull()
+      .references(() => uploads.id),
+    blobKey: text("blob_key").notNull(),
+    bytes: bigint("bytes", { mode: "number" }),
+    createdAt: unixSeconds("created_at").notNull(),
+  },
+  (t) => [index("upload_parts_upload_idx").on(t.uploadId)],
+);
+
 // ---- Fine-tuning jobs -------------------------------------------------------------------------
 
 export const fineTuningJobs = pgTable(
@@ -168,6 +220,23 @@ export const models = pgTable(
     deletedAt: unixSeconds("deleted_at"),
   },
   (t) => [index("models_project_idx").on(t.projectId)],
+);
+
+// A project allowed to train from and chat with another project's checkpoint (or model).
+export const checkpointPermissions = pgTable(
+  "checkpoint_permissions",
+  {
+    id: text("id").primaryKey(),
+    seq: bigserial("seq", { mode: "number" }).notNull().unique(),
+    modelId: text("model_id")
+      .notNull()
+      .references(() => models.id),
+    projectId: text("project_id")
+      .notNull()
+      .references(() => projects.id),
+    createdAt: unixSeconds("created_at").notNull(),
+  },
+  (t) => [uniqueIndex("checkpoint_permissions_model_project_idx").on(t.modelId, t.projectId)],
 );
 
 export const workers = pgTable("workers", {

@@ -1,12 +1,39 @@
-// Removes what nobody will come back for: uploads whose server died (their lease lapsed) and
-// files past their expires_at. Runs at start-up and then periodically; safe on every replica.
+// Removes what nobody will come back for: uploads whose server died (their lease lapsed),
+// files past their expires_at, and the Uploads API's expired uploads and dead parts. Runs at
+// start-up and then periodically; safe on every replica.
 import type { Logger } from "pino";
 import { nowSeconds } from "../ids.js";
 import type { BlobStore } from "./blob-store.js";
 import type { Db } from "./db.js";
 import { endUpload, listLapsedUploads, takeExpiredFiles } from "./repos/files.js";
+import * as uploadsRepo from "./repos/uploads.js";
 
-export async function sweepOnce(db: Db, blobs: BlobStore, log: Logger): Promise<{ uploads: number; files: number }> {
+/**
+ * The Uploads API's leftovers: completes whose server died (undone: row back to pending, then
+ * the half-written file blob discarded), pending uploads past their hour (expired), and the
+ * part blobs of every upload that has ended.
+ */
+async function sweepUploads(db: Db, blobs: BlobStore): Promise<number> {
+  let n = 0;
+  for (const up of await uploadsRepo.listLapsedCompletes(db, Date.now())) {
+    const undone = await uploadsRepo.undoComplete(db, up.id, Date.now());
+    if (undone?.fileId) await blobs.discard(`files/${undone.fileId}`);
+    n++;
+  }
+  n += (await uploadsRepo.expireUploads(db, nowSeconds())).length;
+  for (const part of await uploadsRepo.listDeadParts(db)) {
+    await blobs.discard(part.blobKey);
+    await uploadsRepo.deletePart(db, part.id);
+    n++;
+  }
+  for (const { id, fileId } of await uploadsRepo.listOrphanFileIds(db)) {
+    await blobs.discard(`files/${fileId}`);
+    await uploadsRepo.clearFileId(db, id);
+  }
+  return n;
+}
+
+export async function sweepOnce(db: Db, blobs: BlobStore, log: Logger): Promise<{ uploads: number; files: number; uploadsApi: number }> {
   let uploads = 0;
   for (const up of await listLapsedUploads(db, Date.now())) {
     // Blob first: if we die between the two, the row is still there to try again.
@@ -16,8 +43,11 @@ export async function sweepOnce(db: Db, blobs: BlobStore, log: Logger): Promise<
   }
   const expired = await takeExpiredFiles(db, nowSeconds());
   for (const f of expired) await blobs.delete(f.blobKey);
-  if (uploads + expired.length > 0) log.info({ uploads, files: expired.length }, "swept abandoned uploads and expired files");
-  return { uploads, files: expired.length };
+  const uploadsApi = await sweepUploads(db, blobs);
+  if (uploads + expired.length + uploadsApi > 0) {
+    log.info({ uploads, files: expired.length, uploadsApi }, "swept abandoned uploads and expired files");
+  }
+  return { uploads, files: expired.length, uploadsApi };
 }
 
 export function startSweeper(db: Db, blobs: BlobStore, log: Logger, everyMs: number): () => Promise<void> {

@@ -41,6 +41,8 @@ export interface TestServer {
   readonly projectKeys: Readonly<Record<string, string>>;
   /** Tokens of the workers named in StartOptions.workers. */
   readonly workerTokens: Readonly<Record<string, string>>;
+  /** An admin key (`openft keys create --admin`) when StartOptions.admin was set. */
+  readonly adminKey: string | undefined;
   /** Runs an `openft` subcommand against the same storage and returns its stdout. */
   cli(...args: string[]): Promise<string>;
   /** SIGTERM and wait. */
@@ -117,6 +119,8 @@ export interface StartOptions {
   readonly projects?: readonly string[];
   /** Workers to create a token for before the server starts. */
   readonly workers?: readonly string[];
+  /** Create an admin key before the server starts. */
+  readonly admin?: boolean;
 }
 
 export async function startServer(opts: StartOptions = {}): Promise<TestServer> {
@@ -192,6 +196,7 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
   };
   const projectKeys = await created(["keys", "create"], "--project", opts.projects ?? []);
   const workerTokens = await created(["workers", "create"], "--name", opts.workers ?? []);
+  const adminKey = opts.admin ? (await runCli(["keys", "create", "--admin"])).trim() : undefined;
 
   const violationsBefore = openApiViolations().length;
   const state: { proc?: ChildProcess; log: string } = { log: "" };
@@ -223,6 +228,7 @@ export async function startServer(opts: StartOptions = {}): Promise<TestServer> 
     fetch: checkedFetch,
     projectKeys,
     workerTokens,
+    adminKey,
     cli: (...args: string[]) => runCli(args),
     async stop() {
       const p = server.proc;

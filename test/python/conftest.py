@@ -97,7 +97,7 @@ class TestServer:
 
     __test__ = False  # not a test class
 
-    def __init__(self, env: Optional[Dict[str, str]] = None, projects: Sequence[str] = ()) -> None:
+    def __init__(self, env: Optional[Dict[str, str]] = None, projects: Sequence[str] = (), admin: bool = False) -> None:
         self.data_dir = tempfile.mkdtemp(prefix="openft-pytest-")
         self.api_key = f"sk-test-{_suffix()}{_suffix()}"
         self.database_url: Optional[str] = None
@@ -111,6 +111,7 @@ class TestServer:
         self.url = ""
         self.project_keys: Dict[str, str] = {}
         self._violations_before = len(VIOLATIONS)
+        self.admin_key: Optional[str] = None
         self.env: Dict[str, str] = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", tempfile.gettempdir()),
@@ -144,6 +145,8 @@ class TestServer:
             # PGlite admits one process at a time: keys are made before the server starts.
             for name in projects:
                 self.project_keys[name] = self.cli("keys", "create", "--project", name).strip()
+            if admin:
+                self.admin_key = self.cli("keys", "create", "--admin").strip()
             self._launch()
         except BaseException:
             self.dispose()
@@ -308,12 +311,12 @@ class TestServer:
 
 @pytest.fixture(scope="module")
 def start_server() -> Iterator[Callable[..., TestServer]]:
-    """Factory: start_server(env={...}, projects=[...]). Every server it starts is disposed of at the
+    """Factory: start_server(env={...}, projects=[...], admin=False). Every server it starts is disposed of at the
     end of the module."""
     servers: List[TestServer] = []
 
-    def start(env: Optional[Dict[str, str]] = None, projects: Sequence[str] = ()) -> TestServer:
-        s = TestServer(env=env, projects=projects)
+    def start(env: Optional[Dict[str, str]] = None, projects: Sequence[str] = (), admin: bool = False) -> TestServer:
+        s = TestServer(env=env, projects=projects, admin=admin)
         servers.append(s)
         return s
 

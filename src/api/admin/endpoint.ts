@@ -17,6 +17,8 @@ export interface AdminActions {
   createKey(project: string): Promise<string>;
   /** A new worker and its token. */
   createWorker(name: string): Promise<string>;
+  /** A new admin key (checkpoint permissions); the name is ignored. */
+  createAdminKey(name: string): Promise<string>;
 }
 
 interface AdminInfo {
@@ -29,6 +31,7 @@ interface AdminInfo {
 export const ADMIN_ROUTES = {
   keys: "/admin/v1/keys",
   workers: "/admin/v1/workers",
+  adminKeys: "/admin/v1/admin-keys",
 } as const;
 
 const digest = (s: string) => createHash("sha256").update(s).digest();
@@ -60,7 +63,12 @@ function handler(secret: string, actions: AdminActions) {
     const loopback = ["127.0.0.1", "::1", "::ffff:127.0.0.1"].includes(req.socket.remoteAddress ?? "");
     if (!loopback) return reply(res, 403, { error: { message: "loopback only" } });
     if (!timingSafeEqual(digest(req.headers.authorization ?? ""), expected)) return reply(res, 401, { error: { message: "bad admin secret" } });
-    const action = req.url === ADMIN_ROUTES.keys ? actions.createKey : req.url === ADMIN_ROUTES.workers ? actions.createWorker : undefined;
+    const routes: Record<string, (name: string) => Promise<string>> = {
+      [ADMIN_ROUTES.keys]: actions.createKey,
+      [ADMIN_ROUTES.workers]: actions.createWorker,
+      [ADMIN_ROUTES.adminKeys]: actions.createAdminKey,
+    };
+    const action = Object.hasOwn(routes, req.url ?? "") ? routes[req.url!] : undefined;
     if (req.method !== "POST" || !action) return reply(res, 404, { error: { message: "no such admin route" } });
     const name = await readName(req);
     if (name === undefined) return reply(res, 400, { error: { message: 'the body must be {"name": "1 to 256 characters"}' } });

@@ -7,6 +7,7 @@ import { newId, nowSeconds } from "../../ids.js";
 import type { BlobStore, Db } from "../../storage/index.js";
 import * as repo from "../../storage/repos/files.js";
 import { ApiError } from "../errors.js";
+import { checkFileContent } from "./content-check.js";
 import { JsonlCheck, type JsonlProblem } from "./jsonl-check.js";
 import { toFileObject, type FileObject, type ListFilesQuery, type UploadPurpose } from "./schema.js";
 
@@ -85,7 +86,7 @@ export class FilesService {
   /** Turns a received upload into a file, or throws a 400 after discarding it. */
   async commit(up: ReceivedUpload, opts: CommitOptions): Promise<FileObject> {
     try {
-      this.checkUpload(up, opts.purpose);
+      checkFileContent(up, opts.purpose, this.deps.maxUploadBytes, "file");
       const createdAt = nowSeconds();
       const expiresAfter =
         opts.expiresAfterSeconds ?? (opts.purpose === "batch" ? BATCH_DEFAULT_EXPIRY_SECONDS : undefined);
@@ -111,29 +112,6 @@ export class FilesService {
   async abandon(up: ReceivedUpload): Promise<void> {
     up.stopLease();
     await this.discard(up.uploadId, up.blobKey);
-  }
-
-  private checkUpload(up: ReceivedUpload, purpose: UploadPurpose): void {
-    if (up.tooLarge) {
-      throw ApiError.badRequest(
-        `File is too large: the limit is ${this.deps.maxUploadBytes} bytes.`,
-        "file",
-        "file_too_large",
-      );
-    }
-    if (purpose !== "fine-tune") return;
-    if (!up.filename.toLowerCase().endsWith(".jsonl")) {
-      throw ApiError.badRequest("Invalid file format for Fine-Tuning API. Must be .jsonl", "file", "invalid_file_format");
-    }
-    if (up.bytes === 0) throw ApiError.badRequest("The file is empty.", "file", "invalid_file_format");
-    const problem = up.jsonl?.problem;
-    if (problem) {
-      throw ApiError.badRequest(
-        `Invalid file format for Fine-Tuning API. Expected file to have JSONL format, where every line is a valid JSON dictionary. Line ${problem.line} ${problem.reason}.`,
-        "file",
-        "invalid_file_format",
-      );
-    }
   }
 
   /** Removes a partial or rejected upload: the blob first, then the row that points at it. */

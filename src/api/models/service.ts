@@ -21,7 +21,7 @@ export class ModelsService {
   async list(projectId: string) {
     const base = (await this.deps.baseModels.list()).map((m): ModelObject => ({ id: m.id, object: "model", created: m.created, owned_by: "system" }));
     const tuned = (await jobs.listModels(this.deps.db, projectId)).map(
-      (m): ModelObject => ({ id: m.id, object: "model", created: m.createdAt, owned_by: orgId(projectId) }),
+      (m): ModelObject => ({ id: m.id, object: "model", created: m.createdAt, owned_by: orgId(m.projectId) }),
     );
     return { object: "list" as const, data: [...base, ...tuned] };
   }
@@ -30,7 +30,7 @@ export class ModelsService {
     if (id.startsWith("ft:")) {
       const m = await jobs.getModel(this.deps.db, projectId, id);
       if (!m) throw notFound(id);
-      return { id: m.id, object: "model", created: m.createdAt, owned_by: orgId(projectId) };
+      return { id: m.id, object: "model", created: m.createdAt, owned_by: orgId(m.projectId) };
     }
     const base = await this.deps.baseModels.get(id);
     if (!base) throw notFound(id);

@@ -1,17 +1,25 @@
 // Bearer API keys. Each key belongs to a project; every /v1 request runs as that project.
 // OPENFT_API_KEY, when set, is a key of the default project (one variable for a fresh install).
+// Admin keys belong to no project: they may call only the routes marked `config: { admin: true }`
+// (checkpoint permissions), which project keys may not (403, as OpenAI answers).
 import { timingSafeEqual } from "node:crypto";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { sha256Hex } from "../../ids.js";
 import type { Db } from "../../storage/db.js";
-import { findProjectByKeyHash, type Project } from "../../storage/repos/projects.js";
+import { findProjectByKeyHash, isAdminKeyHash, type Project } from "../../storage/repos/projects.js";
 import { ApiError } from "../errors.js";
 
 declare module "fastify" {
   interface FastifyRequest {
     project: Project;
   }
+  interface FastifyContextConfig {
+    admin?: boolean;
+  }
 }
+
+const ADMIN_ONLY = "This route needs an admin key (`openft keys create --admin`); project keys cannot manage checkpoint permissions.";
+const PROJECT_ONLY = "Admin keys can only manage checkpoint permissions; use a project key for this route.";
 
 export interface AuthDeps {
   readonly db: Db;
@@ -45,12 +53,15 @@ export function registerAuth(app: FastifyInstance, deps: AuthDeps): void {
       );
     }
     const hash = sha256Hex(key);
-    if (envHash && timingSafeEqual(envHash, Buffer.from(hash, "hex"))) {
-      request.project = deps.defaultProject;
+    const adminRoute = request.routeOptions.config.admin === true;
+    const project =
+      envHash && timingSafeEqual(envHash, Buffer.from(hash, "hex")) ? deps.defaultProject : await findProjectByKeyHash(deps.db, hash);
+    if (project) {
+      if (adminRoute) throw ApiError.forbidden(ADMIN_ONLY);
+      request.project = project;
       return;
     }
-    const project = await findProjectByKeyHash(deps.db, hash);
-    if (!project) throw ApiError.unauthorized(`Incorrect API key provided: ${maskKey(key)}.`);
-    request.project = project;
+    if (!(await isAdminKeyHash(deps.db, hash))) throw ApiError.unauthorized(`Incorrect API key provided: ${maskKey(key)}.`);
+    if (!adminRoute) throw ApiError.forbidden(PROJECT_ONLY);
   });
 }

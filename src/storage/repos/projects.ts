@@ -1,8 +1,8 @@
 // Projects and their API keys. Keys are stored as sha256 hashes; lookups go by hash.
-import { eq } from "drizzle-orm";
+import { eq, or } from "drizzle-orm";
 import { newApiKeySecret, newId, nowSeconds, sha256Hex } from "../../ids.js";
 import type { Db } from "../db.js";
-import { apiKeys, projects } from "../schema.js";
+import { adminKeys, apiKeys, projects } from "../schema.js";
 
 export const DEFAULT_PROJECT = "default";
 
@@ -22,6 +22,8 @@ export async function ensureProject(db: Db, name: string): Promise<Project> {
   return { id: row.id, name: row.name };
 }
 
+const hint = (secret: string) => `${secret.slice(0, 10)}...${secret.slice(-4)}`;
+
 /** Creates a key for the project (creating the project too) and returns its secret, once. */
 export async function createApiKey(db: Db, projectName: string): Promise<{ secret: string; project: Project }> {
   const project = await ensureProject(db, projectName);
@@ -30,10 +32,31 @@ export async function createApiKey(db: Db, projectName: string): Promise<{ secre
     id: newId.apiKey(),
     projectId: project.id,
     keyHash: sha256Hex(secret),
-    hint: `${secret.slice(0, 10)}...${secret.slice(-4)}`,
+    hint: hint(secret),
     createdAt: nowSeconds(),
   });
   return { secret, project };
+}
+
+/** Creates an admin key (no project: it manages checkpoint permissions) and returns its secret, once. */
+export async function createAdminKey(db: Db): Promise<{ secret: string }> {
+  const secret = newApiKeySecret("admin");
+  await db.insert(adminKeys).values({ id: newId.apiKey(), keyHash: sha256Hex(secret), hint: hint(secret), createdAt: nowSeconds() });
+  return { secret };
+}
+
+export async function isAdminKeyHash(db: Db, keyHash: string): Promise<boolean> {
+  const [row] = await db.select({ id: adminKeys.id }).from(adminKeys).where(eq(adminKeys.keyHash, keyHash));
+  return row !== undefined;
+}
+
+/** A project by its id (proj_...) or by the name `openft keys create --project NAME` gave it. */
+export async function findProject(db: Db, idOrName: string): Promise<Project | undefined> {
+  const [row] = await db
+    .select({ id: projects.id, name: projects.name })
+    .from(projects)
+    .where(or(eq(projects.id, idOrName), eq(projects.name, idOrName)));
+  return row;
 }
 
 export async function findProjectByKeyHash(db: Db, keyHash: string): Promise<Project | undefined> {
