@@ -45,7 +45,8 @@ export class LossChart {
       ...this.size(),
       title: "Loss per step",
       scales: { x: { time: false } },
-      axes: [{ label: "step" }, { label: "loss" }],
+      // Whole steps only on the x axis.
+      axes: [{ label: "step", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000] }, { label: "loss" }],
       series: [
         { label: "step" },
         { label: "train loss", stroke: "#2563eb", width: 2, spanGaps: true },

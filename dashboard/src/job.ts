@@ -38,7 +38,7 @@ function summary(job: Job, refresh: () => Promise<unknown>): HTMLElement {
     h("dt", {}, "Created / finished"), h("dd", {}, `${when(job.created_at)} / ${when(job.finished_at)}`),
     h("dt", {}, "Trained tokens"), h("dd", {}, String(job.trained_tokens ?? "—")),
     h("dt", {}, "Fine-tuned model"), h("dd", { id: "job-model" }, model ? h("a", { href: `#/playground/${encodeURIComponent(model)}` }, model) : "—"),
-    job.error && h("dt", {}, "Error"), job.error && h("dd", { class: "error-text" }, job.error.message),
+    job.error?.message && h("dt", {}, "Error"), job.error?.message && h("dd", { class: "error-text" }, job.error.message),
     h("dt", {}, "Actions"), h("dd", {}, actions(job, refresh)));
 }
 
