@@ -155,14 +155,15 @@ async function serve(config: Config): Promise<void> {
   if (config.worker.embedded && !closing) worker = await startEmbeddedWorker(config, database.db, port, log);
 }
 
-/** OPENFT_WANDB: "auto" asks the trainer's Python once (in the background, from start-up). */
+/** OPENFT_WANDB: "auto" asks the trainer's Python once, when a create first carries integrations
+ *  (importing wandb costs seconds of CPU that start-up need not pay). */
 function wandbProbe(config: Config): () => Promise<boolean> {
   if (config.worker.wandb !== "auto") {
     const on = config.worker.wandb === "on";
     return () => Promise.resolve(on);
   }
-  const probe = trainerHasWandb(trainerPaths(config.worker.python).python, processEnv());
-  return () => probe;
+  let probe: Promise<boolean> | undefined;
+  return () => (probe ??= trainerHasWandb(trainerPaths(config.worker.python).python, processEnv()));
 }
 
 /** The embedded worker, over loopback with a token of its own, when the trainer is installed. */

@@ -135,7 +135,7 @@ export class FineTuningService {
       if (earlier) return toJobObject(earlier);
     }
     const method = storedMethod(body);
-    const integrations = storedIntegrations(body, await this.deps.wandbAvailable());
+    const integrations = storedIntegrations(body, (body.integrations ?? []).length === 0 || (await this.deps.wandbAvailable()));
     const { base, parent } = await this.resolveModel(projectId, body.model);
     await this.checkFile(projectId, body.training_file, "training_file");
     if (body.validation_file) await this.checkFile(projectId, body.validation_file, "validation_file");
