@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SEED=${OPENFT_FUZZ_SEED:-20261204}
-EXAMPLES=${OPENFT_FUZZ_EXAMPLES:-25}
+EXAMPLES=${OPENFT_FUZZ_EXAMPLES:-10}
 TMP=$(mktemp -d /tmp/openft-fuzz.XXXXXX)
 KEY="sk-fuzz-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export OPENFT_DATA_DIR=$TMP/data OPENFT_MODELS_DIR=$TMP/models OPENFT_API_KEY=$KEY OPENFT_EMBEDDED_WORKER=false \
@@ -20,6 +20,7 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 
 # A tiny random-weight model (the trainer suite's fixture, built offline), so that chat
 # completions and job creation reach the engine, plus a folder that is not a complete model.

@@ -575,12 +575,13 @@ async function chatParserAccepts(body: unknown): Promise<boolean> {
   if (body === null || typeof body !== "object" || Array.isArray(body)) return false;
   const parsed = chatCompletionBody.safeParse(body);
   if (!parsed.success || !Object.keys(body).every((k) => KNOWN_FIELDS.has(k))) return false;
-  // The schema also holds what each message needs by role (content, tool_call_id).
+  // The schema also holds what each message needs by role (content, tool_call_id); the refusal of
+  // non-text content parts is a documented later check, not a schema rule.
   try {
     toChatMessages(parsed.data.messages);
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    return !/\.(content|tool_call_id)$/.test(String((err as { param?: string }).param));
   }
 }
 
