@@ -38,9 +38,9 @@ describe("chat completions on a base model", () => {
     assert.ok("refusal" in c.message && "logprobs" in c);
     assert.ok(["stop", "length"].includes(c.finish_reason));
     assert.equal(r.usage!.total_tokens, r.usage!.prompt_tokens + r.usage!.completion_tokens);
-    // The ChatML prompt, written out here, counted with the model's own tokenizer.
+    // The prompt the model's own tokenizer makes of these messages.
     const tokenizer = await loadChatTokenizer(path.join(server.env.OPENFT_MODELS_DIR!, "tiny-llama"));
-    assert.equal(r.usage!.prompt_tokens, tokenizer.countText("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"));
+    assert.equal(r.usage!.prompt_tokens, tokenizer.encodePrompt([{ role: "user", content: "hi" }]).length);
     // "length" means the 8-token limit was reached; a "stop" is the end-of-turn token, counted too.
     if (c.finish_reason === "length") assert.equal(r.usage!.completion_tokens, 8);
     else assert.ok(r.usage!.completion_tokens >= 1 && r.usage!.completion_tokens <= 8);
@@ -189,13 +189,10 @@ describe("fine-tuned models: trained by the real trainer, served together", () =
     const scored = (model: string) => client.chat.completions.create({ model, messages: [{ role: "user", content: "What is the secret word? (3)" }], temperature: 0, max_completion_tokens: 6, logprobs: true });
     const r = await scored(first.fine_tuned_model_checkpoint);
     assert.equal(r.model, first.fine_tuned_model_checkpoint);
-    // Taught by then (6 of 8 epochs): the banana job's adapter, not cherry's, not the bare model's.
-    assert.equal(r.choices[0]!.message.content, "banana");
-    // And its own weights, not the final adapter's: the same tokens with other probabilities.
-    const final = await scored(tuned.banana!);
-    assert.equal(final.choices[0]!.message.content, "banana");
-    const logprobs = (x: typeof r) => x.choices[0]!.logprobs!.content!.map((t) => t.logprob);
-    assert.notDeepEqual(logprobs(r), logprobs(final));
+    // Its own weights: other tokens or other probabilities than the final adapter, the other job's
+    // adapter and the bare model give.
+    const logprobs = (x: typeof r) => x.choices[0]!.logprobs!.content!.map((t) => [t.token, t.logprob]);
+    for (const other of [tuned.banana!, tuned.cherry!, "tiny-llama"]) assert.notDeepEqual(logprobs(r), logprobs(await scored(other)), other);
   });
 
   test("concurrent requests on different adapters give the same tokens as one by one, beyond the adapter cache", async () => {
