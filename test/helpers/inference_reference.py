@@ -87,8 +87,8 @@ def dequantized_int4(w: torch.Tensor) -> torch.Tensor:
 
 class Int8Head(torch.nn.Module):
     """The engine's 8-bit output head (graph-builder int8MatMul, quant.ts quantizeInt8): weights
-    per output row on max|w|/127 (round half up), each input row on max|x|/127 as uint8 around
-    128 (float32 arithmetic and round half to even, as ONNX Runtime's Mul/Add/Round), an exact
+    per output row on max|w|/127 (round half up), each input row on max|x|/63 as uint8 around
+    64 (float32 arithmetic and round half to even, as ONNX Runtime's Mul/Add/Round), an exact
     integer product, then scaled back."""
 
     def __init__(self, weight: torch.Tensor):
@@ -102,9 +102,9 @@ class Int8Head(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
         row = torch.clamp(x.abs().amax(-1, keepdim=True), min=1e-30)
-        xq = torch.round(x * (torch.tensor(127.0) / row) + 128.0) - 128.0
+        xq = torch.round(x * (torch.tensor(63.0) / row) + 64.0) - 64.0
         acc = xq.double() @ self.q.T
-        return acc.float() * self.col * row
+        return acc.float() * self.col * (row * torch.tensor(127.0 / 63.0))
 
 
 def quantize_model(m) -> None:

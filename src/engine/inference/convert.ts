@@ -11,7 +11,7 @@ import { encodeModel } from "./onnx-proto.js";
 import { openWeights } from "./safetensors.js";
 
 /** Bump whenever the graph or the weight layout changes: it invalidates every cached conversion. */
-export const BUILDER_VERSION = 6;
+export const BUILDER_VERSION = 7;
 const ALIGN = 64 * 1024;
 const CHUNK = 64 * 1024 * 1024;
 

@@ -175,11 +175,15 @@ export class GraphBuilder {
    */
   private int8MatMul(x: string, [q, scales]: string[]): string {
     const rowMax = this.one("Max", [this.one("ReduceMax", [this.one("Abs", [x])], { axes: [-1], keepdims: 1 }), this.constFloat("int8.tiny", 1e-30)]);
-    const scaled = this.one("Mul", [x, this.one("Div", [this.constFloat("int8.127", 127), rowMax])]);
-    const xq = this.one("Cast", [this.one("Round", [this.one("Add", [scaled, this.constFloat("int8.128", 128)])])], { to: DataType.UINT8 });
-    const zero = this.constant("int8.zero", DataType.UINT8, [], Uint8Array.of(128));
+    // Activations on 7 bits (|xq - 64| <= 63): x86 CPUs without VNNI multiply u8 by s8 with
+    // vpmaddubsw, whose 16-bit pair sums saturate above 32767 (2 x 255 x 127 does; 2 x 127 x 127
+    // does not). With 8 bits the head was off by ~1.0 in logits on an AVX2-only EPYC.
+    const scaled = this.one("Mul", [x, this.one("Div", [this.constFloat("int8.63", 63), rowMax])]);
+    const xq = this.one("Cast", [this.one("Round", [this.one("Add", [scaled, this.constFloat("int8.64", 64)])])], { to: DataType.UINT8 });
+    const zero = this.constant("int8.zero", DataType.UINT8, [], Uint8Array.of(64));
     const acc = this.one("Cast", [this.one("MatMulInteger", [xq, q!, zero])], { to: DataType.FLOAT });
-    return this.one("Mul", [this.one("Mul", [acc, scales!]), rowMax]);
+    // scales carry the weights' max/127 and a 1/127 for the activations: put back 127/63.
+    return this.one("Mul", [this.one("Mul", [acc, scales!]), this.one("Mul", [rowMax, this.constFloat("int8.127/63", 127 / 63)])]);
   }
 
   /**
