@@ -26,7 +26,8 @@ count() { # count LABEL PASS FAIL
 
 run_node() { # run_node BACKEND
   echo "=== node suites on $1"
-  OPENFT_TEST_BACKEND=$1 node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec ${OPENFT_TEST_FILES:-dist/test/*.test.js} 2>&1 | tee "$LOG"
+  # The kill soak (test/kill-soak.test.ts) runs 10 rounds on each backend: 20 a run.
+  OPENFT_SOAK_ROUNDS=${OPENFT_SOAK_ROUNDS:-10} OPENFT_TEST_BACKEND=$1 node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec ${OPENFT_TEST_FILES:-dist/test/*.test.js} 2>&1 | tee "$LOG"
   local rc=${PIPESTATUS[0]}
   local p f
   p=$(grep -E '^ℹ pass [0-9]+' "$LOG" | tail -1 | awk '{print $3}')
