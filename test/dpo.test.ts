@@ -70,7 +70,7 @@ describe("DPO end to end with the real trainer", () => {
     for (const beta of [0, -0.5, 2.01, 5]) await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({ beta }) }), "method.dpo.hyperparameters.beta");
     await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({ beta: "high" }) } as never), "method.dpo.hyperparameters.beta");
     await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({ n_epochs: 51 }) }), "method.dpo.hyperparameters.n_epochs");
-    await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({ gamma: 1 }) } as never), "method.dpo.hyperparameters");
+    await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({ gamma: 1 }) } as never), "method.dpo.hyperparameters.gamma");
     await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({}), hyperparameters: { n_epochs: 2 } }), "hyperparameters", /method\.dpo\.hyperparameters/);
     await expect400(client.fineTuning.jobs.create({ ...base, method: { type: "dpo", supervised: {} } }), "method.supervised");
     await expect400(client.fineTuning.jobs.create({ ...base, method: { type: "supervised", dpo: {} } }), "method.dpo");
