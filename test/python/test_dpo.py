@@ -69,7 +69,7 @@ def test_dpo_hyperparameters_belong_in_method_dpo(client, pairs_id):
     expect_400(lambda: client.fine_tuning.jobs.create(model=MODEL, training_file=pairs_id, method=dpo(),
                                                       hyperparameters={"n_epochs": 2}), "hyperparameters")
     expect_400(lambda: client.fine_tuning.jobs.create(model=MODEL, training_file=pairs_id,
-                                                      method=dpo(temperature=1)), "method.dpo.hyperparameters")
+                                                      method=dpo(temperature=1)), "method.dpo.hyperparameters.temperature")
 
 
 def test_a_chat_file_fails_a_dpo_job_naming_the_line(client, pairs_id):

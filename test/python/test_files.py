@@ -211,7 +211,7 @@ def test_list_auto_paginates_over_more_than_two_pages(server):
 
 @pytest.mark.parametrize(
     "query,param",
-    [({"limit": 0}, "limit"), ({"limit": 10001}, "limit"), ({"order": "sideways"}, "order"), ({"after": "file-nope"}, "after")],
+    [({"limit": 0}, "limit"), ({"limit": 10001}, "limit"), ({"order": "sideways"}, "order"), ({"after": "nope"}, "after")],
 )
 def test_bad_list_queries_are_400_naming_the_param(client, query, param):
     err = expect_api_error(lambda: client.files.list(**query), 400, openai.BadRequestError)
@@ -420,8 +420,10 @@ def test_unknown_route_is_404_in_the_envelope(server):
     assert list(body) == ["error"] and sorted(body["error"]) == ENVELOPE_KEYS
     assert body["error"]["type"] == "invalid_request_error"
     assert "GET /v1/nothing/here" in body["error"]["message"]
+    # A known path with a method it does not have: 405 naming the allowed ones, in the envelope.
     wrong_method = httpx2.put(f"{server.base_url}/files", headers=auth)
-    assert wrong_method.status_code == 404
+    assert wrong_method.status_code == 405
+    assert "GET" in wrong_method.headers["allow"] and "POST" in wrong_method.headers["allow"]
     assert sorted(wrong_method.json()["error"]) == ENVELOPE_KEYS
 
 
