@@ -132,6 +132,8 @@ describe("hostile input", () => {
     const whole = field("purpose", "fine-tune") + filePart('filename="x.jsonl"') + "--XyZ--\r\n";
     await expectError(call("POST", "/v1/files", { body: whole, type: "multipart/form-data" }), 400);
     await expectError(multipart(whole, "Other"), 400);
+    // A body that ends before the closing boundary, on either blob store.
+    await expectError(multipart(whole.slice(0, whole.length - 40)), 400);
     await expectError(multipart(field("purpose", "fine-tune") + `--XyZ\r\n\r\n${JSONL}\r\n--XyZ--\r\n`), 400);
     await expectError(multipart(`--XyZ\r\ncontent-disposition: form-data; name="file"; filename="x.jsonl"\r\nbroken header line\r\n\r\n${JSONL}\r\n--XyZ--\r\n`), 400);
   });

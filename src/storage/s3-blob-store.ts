@@ -11,7 +11,7 @@ import {
   S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import type { Readable } from "node:stream";
+import { pipeline, type Readable } from "node:stream";
 import type { S3Config } from "../config.js";
 import { BlobNotFoundError, Digest, type BlobStore, type BlobWriteResult } from "./blob-store.js";
 
@@ -52,10 +52,12 @@ export class S3BlobStore implements BlobStore {
 
   async put(key: string, body: Readable): Promise<BlobWriteResult> {
     const digest = new Digest();
-    body.on("error", (err) => digest.destroy(err));
+    // pipeline, not pipe: a body that closes before its end (a truncated multipart request)
+    // must fail the upload, not leave it waiting for bytes that never come.
+    pipeline(body, digest, () => {});
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.bucket, Key: key, Body: body.pipe(digest) },
+      params: { Bucket: this.bucket, Key: key, Body: digest },
       partSize: PART_SIZE,
       queueSize: QUEUE_SIZE,
       leavePartsOnError: false,

@@ -1,7 +1,7 @@
 // The Files API's logic, free of HTTP: receive a stream into the blob store under an upload
 // lease, then commit it as a file (or abandon it); list, retrieve, delete, read content.
 import path from "node:path";
-import type { Readable } from "node:stream";
+import { pipeline, type Readable } from "node:stream";
 import type { Logger } from "pino";
 import { newId, nowSeconds } from "../../ids.js";
 import type { BlobStore, Db } from "../../storage/index.js";
@@ -62,9 +62,10 @@ export class FilesService {
     timer.unref();
     const stopLease = () => clearInterval(timer);
     const check = opts.checkLines ? new JsonlCheck() : undefined;
-    body.on("error", (err) => check?.destroy(err));
+    // pipeline, not pipe: a body that errors or closes early fails the check stream too.
+    if (check) pipeline(body, check, () => {});
     try {
-      const written = await blobs.put(blobKey, check ? body.pipe(check) : body);
+      const written = await blobs.put(blobKey, check ?? body);
       return {
         uploadId,
         fileId,
