@@ -29,5 +29,7 @@ export default tseslint.config(
   { files: ["src/api/**/*.ts"], rules: { "no-restricted-imports": restrict([noDrizzle, noOnnx]) } },
   { files: ["src/api/**/service.ts"], rules: { "no-restricted-imports": restrict([noFastify, noDrizzle, noOnnx]) } },
   { files: ["src/engine/**/*.ts"], rules: { "no-restricted-imports": restrict([noFastify, noDrizzle]) } },
+  // the worker protocol's one definition, imported by the API and the engine alike
+  { files: ["src/protocol/**/*.ts"], rules: { "no-restricted-imports": restrict([noFastify, noDrizzle, noOnnx]) } },
   { files: ["src/jobs/**/*.ts", "src/storage/**/*.ts"], rules: { "no-restricted-imports": restrict([noFastify]) } },
 );

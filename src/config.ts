@@ -22,6 +22,11 @@ const envSchema = z.object({
   OPENFT_PYTHON: z.string().min(1).optional(),
   OPENFT_WORK_DIR: z.string().min(1).optional(),
   OPENFT_DEVICE: z.enum(["auto", "cpu", "cuda"]).default("auto"),
+  // Training processes per job (torchrun); default: one per visible CUDA device, 1 without CUDA.
+  OPENFT_TRAIN_PROCESSES: z.coerce.number().int().min(1).max(64).optional(),
+  // Several processes: data parallel (none), FSDP-sharded base (fsdp), or auto (FSDP when the
+  // base does not fit one GPU; src/engine/trainer/openft_trainer/fsdp.py).
+  OPENFT_TRAIN_SHARDING: z.enum(["auto", "none", "fsdp"]).default("auto"),
   OPENFT_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   // Serving: weights as int4 (MatMulNBits, the default) or fp32 (exact); converted graphs are
   // cached under OPENFT_SERVING_CACHE_DIR (default <data dir>/serving).
@@ -69,6 +74,9 @@ export interface Config {
     readonly python: string | undefined;
     readonly workDir: string;
     readonly device: "auto" | "cpu" | "cuda";
+    /** undefined: one per visible CUDA device, or 1. */
+    readonly processes: number | undefined;
+    readonly sharding: "auto" | "none" | "fsdp";
   };
   readonly serving: {
     readonly mode: "int4" | "fp32";
@@ -125,6 +133,8 @@ export function loadConfig(env: Env, overrides: Env = {}): Config {
       python: e.OPENFT_PYTHON,
       workDir: path.resolve(e.OPENFT_WORK_DIR ?? path.join(dataDir, "work")),
       device: e.OPENFT_DEVICE,
+      processes: e.OPENFT_TRAIN_PROCESSES,
+      sharding: e.OPENFT_TRAIN_SHARDING,
     },
     serving: {
       mode: e.OPENFT_SERVING_MODE,

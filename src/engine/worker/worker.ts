@@ -17,7 +17,7 @@ export interface RunContext {
 
 export type RunOutcome =
   | { readonly kind: "succeeded"; readonly trainedTokens: number; readonly files: string[] }
-  | { readonly kind: "failed"; readonly code: string; readonly message: string }
+  | { readonly kind: "failed"; readonly code: string; readonly message: string; readonly retryable?: boolean }
   | { readonly kind: "stopped" };
 
 export interface Runner {
@@ -120,7 +120,7 @@ export class Worker {
       if (outcome.kind === "succeeded" && reason === undefined) {
         await client.complete(id, { trained_tokens: outcome.trainedTokens, files: outcome.files });
       } else if (outcome.kind === "failed" && reason === undefined) {
-        await client.fail(id, { code: outcome.code, message: outcome.message });
+        await client.fail(id, { code: outcome.code, message: outcome.message, ...(outcome.retryable ? { retryable: true } : {}) });
       } else {
         // Cancelled, paused or shutting down: let go. A running job we shut down on goes back
         // to the queue at once and resumes elsewhere from the checkpoint the runner saved.
