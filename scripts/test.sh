@@ -12,6 +12,7 @@ bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 trap stop_test_services EXIT
 start_postgres
 start_moto
+start_vllm
 
 PASSED=0
 FAILED=0

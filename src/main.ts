@@ -2,7 +2,7 @@
 import fs from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { buildApp } from "./api/app.js";
-import { ServingPool } from "./engine/serving/pool.js";
+import { ServingRouter } from "./engine/serving/index.js";
 import { ConfigError, loadConfig, processEnv, type Config, type Env } from "./config.js";
 import { createLogger } from "./logger.js";
 import { newId } from "./ids.js";
@@ -78,7 +78,13 @@ async function serve(config: Config): Promise<void> {
   const stopSweeper = startSweeper(database.db, blobs, log, Math.max(1000, config.files.uploadLeaseMs / 2));
   const baseModels = new BaseModels(config.modelsDir);
   const wakeup = new Wakeup();
-  const pool = new ServingPool(config.serving);
+  const router = new ServingRouter({
+    onnx: { ...config.serving, adapterDir: path.join(config.serving.cacheDir, "adapters") },
+    vllm: config.serving.vllm.pools,
+    vllmAdapterDir: config.serving.vllm.adapterDir,
+    vllmMaxLoraRank: config.serving.vllm.maxLoraRank,
+    blobs,
+  });
   const background = startBackground({
     db: database.db,
     blobs,
@@ -99,7 +105,7 @@ async function serve(config: Config): Promise<void> {
     onJobCreated: () => background.wake(),
     wakeup,
     workerLeaseMs: config.workers.leaseMs,
-    serving: { pool, adapterDir: path.join(config.serving.cacheDir, "adapters"), maxQueue: config.serving.maxQueue },
+    serving: { router, maxQueue: config.serving.maxQueue },
     ready: async () => {
       await database.db.execute("select 1");
       await blobs.exists("readyz-probe");
@@ -131,7 +137,7 @@ async function serve(config: Config): Promise<void> {
     await app.close();
     clearTimeout(force);
     await background.stop();
-    await pool.close();
+    await router.close();
     await stopSweeper();
     await database.close();
     process.exit(0);

@@ -8,7 +8,7 @@ import type { BlobStore, Db } from "../storage/index.js";
 import type { Project } from "../storage/repos/projects.js";
 import type { BaseModels } from "../jobs/base-models.js";
 import type { Wakeup } from "../jobs/wakeup.js";
-import type { ServingPool } from "../engine/serving/pool.js";
+import type { ServingRouter } from "../engine/serving/index.js";
 import { registerChatRoutes } from "./chat/routes.js";
 import { ChatService } from "./chat/service.js";
 import { registerInternalRoutes } from "./internal/routes.js";
@@ -39,9 +39,9 @@ export interface AppDeps {
   /** Wakes long-polling worker claims when a job is (re)queued. */
   readonly wakeup: Wakeup;
   readonly workerLeaseMs: number;
-  /** Chat completions: the engine's per-base-model runtimes, where adapters are unpacked, and how
-   *  many sequences may wait per base model before requests get 429. */
-  readonly serving: { readonly pool: ServingPool; readonly adapterDir: string; readonly maxQueue: number };
+  /** Chat completions: the backend of each base model, and how many sequences may wait per base
+   *  model before requests get 429. */
+  readonly serving: { readonly router: ServingRouter; readonly maxQueue: number };
   /** Told of every route as it is registered (the openapi test compares them with the spec). */
   readonly onRoute?: (method: string, url: string) => void;
 }
@@ -106,9 +106,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       baseModels: deps.baseModels,
       onCreated: deps.onJobCreated,
       onQueued: () => deps.wakeup.notify(),
+      maxLoraRank: (base) => deps.serving.router.maxLoraRank(base),
     }),
   );
-  const chat = new ChatService({ db: deps.db, blobs: deps.blobs, baseModels: deps.baseModels, log: deps.log, ...deps.serving });
+  const chat = new ChatService({ db: deps.db, baseModels: deps.baseModels, log: deps.log, ...deps.serving });
   registerChatRoutes(app, chat);
   registerModelRoutes(app, new ModelsService({ db: deps.db, baseModels: deps.baseModels, onDeleted: (id) => chat.evictModel(id) }));
   registerInternalRoutes(

@@ -6,6 +6,7 @@ import { newId, nowSeconds } from "../../ids.js";
 import type { BaseModels } from "../../jobs/base-models.js";
 import { parseFtName } from "../../jobs/names.js";
 import * as jobs from "../../jobs/repo.js";
+import { LORA_DEFAULTS } from "../../jobs/validation-runner.js";
 import type { Db } from "../../storage/db.js";
 import { getFile } from "../../storage/repos/files.js";
 import { ApiError } from "../errors.js";
@@ -29,6 +30,8 @@ export interface FineTuningDeps {
   readonly onCreated: () => void;
   /** Called when a job goes back to the queue (resume), to wake waiting workers. */
   readonly onQueued: () => void;
+  /** The largest LoRA rank the serving pool of a base model loads (undefined: any). */
+  readonly maxLoraRank?: (base: string) => number | undefined;
 }
 
 type Action = "cancel" | "pause" | "resume";
@@ -89,6 +92,14 @@ export class FineTuningService {
     return { base: model, parent: null };
   }
 
+  /** A fine-tune its base's serving pool could not load is refused now, not after training. */
+  private checkRank(base: string, hp: Hyperparameters, param: string): void {
+    const max = this.deps.maxLoraRank?.(base);
+    const rank = typeof hp.lora_rank === "number" ? hp.lora_rank : LORA_DEFAULTS.lora_rank;
+    if (max === undefined || rank <= max) return;
+    throw ApiError.badRequest(`lora_rank ${rank} is above ${max}, the largest rank the serving pool of '${base}' loads; use a lora_rank of at most ${max}.`, param, "invalid_value");
+  }
+
   private async checkFile(projectId: string, id: string, param: "training_file" | "validation_file"): Promise<void> {
     const file = await getFile(this.deps.db, projectId, id, nowSeconds());
     if (!file) throw ApiError.badRequest(`invalid ${param}: ${id}`, param, "invalid_file");
@@ -109,6 +120,7 @@ export class FineTuningService {
       throw ApiError.badRequest("Integrations (wandb) are not supported by this server.", "integrations", "unsupported_parameter");
     }
     const { base, parent } = await this.resolveModel(projectId, body.model);
+    this.checkRank(base, hp, body.method ? "method.supervised.hyperparameters.lora_rank" : "hyperparameters.lora_rank");
     await this.checkFile(projectId, body.training_file, "training_file");
     if (body.validation_file) await this.checkFile(projectId, body.validation_file, "validation_file");
 
