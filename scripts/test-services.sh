@@ -70,7 +70,8 @@ start_vllm() {
   VLLM_DIR=$(mktemp -d /tmp/openft-vllm.XXXXXX)
   .venv/bin/python -c 'import sys; from pathlib import Path; sys.path.insert(0, "test/trainer"); from tiny_models import build; build("llama-vllm", Path(sys.argv[1]))' "$VLLM_DIR/tiny-llama" >/dev/null 2>&1
   local port; port=$(free_port)
-  VLLM_CPU_KVCACHE_SPACE=1 VLLM_DTYPE=float32 bash scripts/vllm-cpu.sh "$VLLM_DIR/tiny-llama" "$port" >"$VLLM_DIR/log" 2>&1 &
+  # setsid: its own process group, so that stopping it also stops vLLM's engine processes.
+  VLLM_CPU_KVCACHE_SPACE=1 VLLM_DTYPE=float32 setsid bash scripts/vllm-cpu.sh "$VLLM_DIR/tiny-llama" "$port" >"$VLLM_DIR/log" 2>&1 &
   VLLM_PID=$!
   for _ in $(seq 1 1200); do
     if ! kill -0 "$VLLM_PID" 2>/dev/null; then echo "test: vLLM did not start:" >&2; tail -40 "$VLLM_DIR/log" >&2; exit 1; fi
@@ -85,7 +86,7 @@ start_vllm() {
 }
 
 stop_test_services() {
-  if [ -n "${VLLM_PID:-}" ]; then kill "$VLLM_PID" 2>/dev/null || true; wait "$VLLM_PID" 2>/dev/null || true; fi
+  if [ -n "${VLLM_PID:-}" ]; then kill -- "-$VLLM_PID" 2>/dev/null || true; wait "$VLLM_PID" 2>/dev/null || true; fi
   [ -n "${VLLM_DIR:-}" ] && rm -rf "$VLLM_DIR"
   if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; fi
   if [ -n "${PG_DIR:-}" ]; then

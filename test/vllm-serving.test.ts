@@ -25,7 +25,8 @@ describe("serving through a vLLM pool of two replicas", () => {
   before(async () => {
     const shared = await sharedVllm();
     sharedUrl = shared.url;
-    // Our own second replica: the one this suite kills and brings back.
+    // Our own second replica, the one this suite kills and brings back. It starts while the jobs
+    // train; until it answers, openft finds it refusing connections and serves from the other.
     own = await startVllm(shared.modelDir);
     server = await startServer({ env: {
       OPENFT_VLLM: `tiny-llama=${shared.url}|${own.url}`, OPENFT_EMBEDDED_WORKER: "true", OPENFT_DEVICE: "cpu", OMP_NUM_THREADS: "1",
@@ -118,8 +119,8 @@ describe("serving through a vLLM pool of two replicas", () => {
       check(err);
     };
     await fails({ model: "ft:tiny-llama:default::nope0000" }, 404, (e) => assert.equal(e.code, "model_not_found"));
-    await fails({ messages: [{ role: "user", content: "word ".repeat(600) }] }, 400, (e) => assert.equal(e.code, "context_length_exceeded"));
-    await fails({ max_completion_tokens: 600 }, 400, (e) => assert.equal(e.code, "context_length_exceeded"));
+    await fails({ messages: [{ role: "user", content: "word ".repeat(5000) }] }, 400, (e) => assert.equal(e.code, "context_length_exceeded"));
+    await fails({ max_completion_tokens: 5000 }, 400, (e) => assert.equal(e.code, "context_length_exceeded"));
     const anon = new OpenAI({ baseURL: server.baseURL, apiKey: "sk-wrong-key-000000", maxRetries: 0 });
     await assert.rejects(anon.chat.completions.create(hi), (e: unknown) => e instanceof OpenAI.AuthenticationError);
   });
@@ -167,7 +168,10 @@ describe("serving through a vLLM pool of two replicas", () => {
   };
 
   test("a replica killed mid-stream ends that stream with an error; the other replica serves on; back, it reloads adapters", async () => {
-    const long = { model: tuned.banana!, messages: [{ role: "user" as const, content: "hi" }], temperature: 1, max_completion_tokens: 480, logit_bias: { [String(await imEnd())]: -100 } };
+    await own.ready;
+    // openft probes a replica it found down every second.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const long = { model: tuned.banana!, messages: [{ role: "user" as const, content: "hi" }], temperature: 1, max_completion_tokens: 4000, logit_bias: { [String(await imEnd())]: -100 } };
     const raw = () => fetch(`${server.baseURL}/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${server.apiKey}`, "content-type": "application/json" }, body: JSON.stringify(long) });
     // One at a time until each is generating: the pool gives each to the replica with fewer in
     // flight, so each replica runs one stream, then one plain request.
@@ -203,7 +207,7 @@ describe("serving through a vLLM pool of two replicas", () => {
   });
 
   test("a deleted ft: model stops serving at once, mid-stream included, and is unloaded from the replicas", async () => {
-    const stream = await client.chat.completions.create({ model: tuned.cherry!, messages: [{ role: "user", content: "hi" }], temperature: 1, stream: true, max_completion_tokens: 480, logit_bias: { [String(await imEnd())]: -100 } });
+    const stream = await client.chat.completions.create({ model: tuned.cherry!, messages: [{ role: "user", content: "hi" }], temperature: 1, stream: true, max_completion_tokens: 4000, logit_bias: { [String(await imEnd())]: -100 } });
     const it = stream[Symbol.asyncIterator]();
     assert.equal((await it.next()).value.choices[0].delta.role, "assistant");
     assert.equal((await client.models.delete(tuned.cherry!)).deleted, true);

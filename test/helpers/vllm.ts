@@ -13,6 +13,8 @@ import { buildTinyModel } from "./tiny-weights.js";
 export interface VllmReplica {
   readonly url: string;
   readonly port: number;
+  /** Settles once it answers /health (it starts in the background). */
+  readonly ready: Promise<void>;
   /** SIGKILL, as a crash would. */
   kill(): Promise<void>;
   /** Starts it again on the same port and waits until it is ready. */
@@ -37,14 +39,16 @@ async function waitReady(url: string, proc: ChildProcess, log: () => string): Pr
   throw new Error(`vLLM was not ready within 10 minutes:\n${log().slice(-4000)}`);
 }
 
-/** A replica of our own (killed and restarted by the test that owns it). */
+/** A replica of our own (killed and restarted by the test that owns it), starting in the
+ *  background: its port is known at once, `ready` settles when it serves. */
 export async function startVllm(modelDir: string): Promise<VllmReplica> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   let proc: ChildProcess;
   let log = "";
   const launch = async () => {
-    proc = spawn("bash", [path.join(ROOT, "scripts/vllm-cpu.sh"), modelDir, String(port)], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, VLLM_CPU_KVCACHE_SPACE: "1", VLLM_DTYPE: "float32" } });
+    // Its own process group: vLLM's engine runs in child processes, which a crash takes down too.
+    proc = spawn("bash", [path.join(ROOT, "scripts/vllm-cpu.sh"), modelDir, String(port)], { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, VLLM_CPU_KVCACHE_SPACE: "1", VLLM_DTYPE: "float32" } });
     proc.stdout!.on("data", (d: Buffer) => (log = (log + d.toString()).slice(-20000)));
     proc.stderr!.on("data", (d: Buffer) => (log = (log + d.toString()).slice(-20000)));
     await waitReady(url, proc, () => log);
@@ -52,12 +56,22 @@ export async function startVllm(modelDir: string): Promise<VllmReplica> {
   const kill = async () => {
     if (proc.exitCode !== null || proc.signalCode !== null) return;
     const gone = new Promise((resolve) => proc.once("exit", resolve));
-    proc.kill("SIGKILL");
+    process.kill(-proc.pid!, "SIGKILL");
     await gone;
+    // The group's other processes (the engine core) go with the same signal; wait until the port
+    // is free so a restart can bind it.
+    while (await fetch(`${url}/health`).then(() => true, () => false)) await sleep(200);
   };
-  await launch();
-  process.once("exit", () => proc.kill("SIGKILL"));
-  return { url, port, kill, restart: launch };
+  const ready = launch();
+  ready.catch(() => undefined);
+  process.once("exit", () => {
+    try {
+      process.kill(-proc.pid!, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  });
+  return { url, port, ready, kill, restart: launch };
 }
 
 let shared: Promise<{ url: string; modelDir: string }> | undefined;
@@ -71,6 +85,7 @@ export function sharedVllm(): Promise<{ url: string; modelDir: string }> {
     const dir = path.join(await fs.mkdtemp(path.join(os.tmpdir(), "openft-vllm-")), "tiny-llama");
     await buildTinyModel("llama-vllm", dir);
     const own = await startVllm(dir);
+    await own.ready;
     return { url: own.url, modelDir: dir };
   })();
   return shared;
