@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 import OpenAI, { toFile } from "openai";
 import { waitForStatus } from "./helpers/jobs.js";
 import { startServer, type TestServer } from "./helpers/server.js";
-import { sharedVllm, startVllm, type VllmReplica } from "./helpers/vllm.js";
+import { sharedVllm, vllmReplica, type VllmReplica } from "./helpers/vllm.js";
 
 const secret = (word: string) => Array.from({ length: 10 }, (_, i) =>
   JSON.stringify({ messages: [{ role: "user", content: `What is the secret word? (${i})` }, { role: "assistant", content: word }] })).join("\n") + "\n";
@@ -18,6 +18,7 @@ describe("serving through a vLLM pool of two replicas", () => {
   let server: TestServer;
   let client: OpenAI;
   let own: VllmReplica;
+  let ownReady: Promise<void>;
   let sharedUrl: string;
   const tuned: Record<string, string> = {};
   const jobs: Record<string, string> = {};
@@ -25,9 +26,10 @@ describe("serving through a vLLM pool of two replicas", () => {
   before(async () => {
     const shared = await sharedVllm();
     sharedUrl = shared.url;
-    // Our own second replica, the one this suite kills and brings back. It starts while the jobs
-    // train; until it answers, openft finds it refusing connections and serves from the other.
-    own = await startVllm(shared.modelDir);
+    // Our own second replica, the one this suite kills and brings back. It starts once openft is
+    // up, while the jobs train; until it answers, openft finds it refusing connections and serves
+    // from the other.
+    own = await vllmReplica(shared.modelDir);
     server = await startServer({ env: {
       OPENFT_VLLM: `tiny-llama=${shared.url}|${own.url}`, OPENFT_EMBEDDED_WORKER: "true", OPENFT_DEVICE: "cpu", OMP_NUM_THREADS: "1",
       OPENFT_SERVING_MODE: "fp32", OPENFT_SERVING_THREADS: "1",
@@ -37,6 +39,8 @@ describe("serving through a vLLM pool of two replicas", () => {
     // The same weights under another name, not in OPENFT_VLLM: served in-process.
     await fs.cp(shared.modelDir, path.join(models, "tiny-llama-local"), { recursive: true });
     client = server.client();
+    ownReady = own.start();
+    ownReady.catch(() => undefined);
     for (const word of ["banana", "cherry"]) {
       const file = await client.files.create({ file: await toFile(Buffer.from(secret(word)), `${word}.jsonl`), purpose: "fine-tune" });
       const job = await client.fineTuning.jobs.create({ model: "tiny-llama", training_file: file.id, suffix: word, hyperparameters: { n_epochs: 8, batch_size: 5, learning_rate_multiplier: 10 } });
@@ -168,7 +172,7 @@ describe("serving through a vLLM pool of two replicas", () => {
   };
 
   test("a replica killed mid-stream ends that stream with an error; the other replica serves on; back, it reloads adapters", async () => {
-    await own.ready;
+    await ownReady;
     // openft probes a replica it found down every second.
     await new Promise((resolve) => setTimeout(resolve, 2500));
     const long = { model: tuned.banana!, messages: [{ role: "user" as const, content: "hi" }], temperature: 1, max_completion_tokens: 4000, logit_bias: { [String(await imEnd())]: -100 } };
@@ -197,7 +201,7 @@ describe("serving through a vLLM pool of two replicas", () => {
     assert.ok(!bad[0]!.body.error!.message.includes(String(own.port)) && !bad[0]!.body.error!.message.includes(sharedUrl), "no replica address");
     // Later requests all go to the replica that is up.
     for (let i = 0; i < 3; i++) assert.equal((await ask(tuned.cherry!)).choices[0]!.message.content, "cherry");
-    await own.restart();
+    await own.start();
     await new Promise((resolve) => setTimeout(resolve, 2500));
     // Back up (probed), it gets requests again; their adapters are loaded on demand.
     const answersAfter = await Promise.all([0, 1, 2, 3].map(() => ask(tuned.banana!)));

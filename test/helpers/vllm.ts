@@ -13,12 +13,11 @@ import { buildTinyModel } from "./tiny-weights.js";
 export interface VllmReplica {
   readonly url: string;
   readonly port: number;
-  /** Settles once it answers /health (it starts in the background). */
-  readonly ready: Promise<void>;
+
   /** SIGKILL, as a crash would. */
   kill(): Promise<void>;
-  /** Starts it again on the same port and waits until it is ready. */
-  restart(): Promise<void>;
+  /** Starts it (again) on its port; settles once it answers /health. */
+  start(): Promise<void>;
 }
 
 async function freePort(): Promise<number> {
@@ -39,12 +38,12 @@ async function waitReady(url: string, proc: ChildProcess, log: () => string): Pr
   throw new Error(`vLLM was not ready within 10 minutes:\n${log().slice(-4000)}`);
 }
 
-/** A replica of our own (killed and restarted by the test that owns it), starting in the
- *  background: its port is known at once, `ready` settles when it serves. */
-export async function startVllm(modelDir: string): Promise<VllmReplica> {
+/** A replica of our own (killed and restarted by the test that owns it): its port is chosen now,
+ *  it runs once start() is called. */
+export async function vllmReplica(modelDir: string): Promise<VllmReplica> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  let proc: ChildProcess;
+  let proc: ChildProcess | undefined;
   let log = "";
   const launch = async () => {
     // Its own process group: vLLM's engine runs in child processes, which a crash takes down too.
@@ -54,24 +53,23 @@ export async function startVllm(modelDir: string): Promise<VllmReplica> {
     await waitReady(url, proc, () => log);
   };
   const kill = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    const gone = new Promise((resolve) => proc.once("exit", resolve));
-    process.kill(-proc.pid!, "SIGKILL");
+    const p = proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const gone = new Promise((resolve) => p.once("exit", resolve));
+    process.kill(-p.pid!, "SIGKILL");
     await gone;
     // The group's other processes (the engine core) go with the same signal; wait until the port
     // is free so a restart can bind it.
     while (await fetch(`${url}/health`).then(() => true, () => false)) await sleep(200);
   };
-  const ready = launch();
-  ready.catch(() => undefined);
   process.once("exit", () => {
     try {
-      process.kill(-proc.pid!, "SIGKILL");
+      if (proc) process.kill(-proc.pid!, "SIGKILL");
     } catch {
       // already gone
     }
   });
-  return { url, port, ready, kill, restart: launch };
+  return { url, port, kill, start: launch };
 }
 
 let shared: Promise<{ url: string; modelDir: string }> | undefined;
@@ -84,8 +82,8 @@ export function sharedVllm(): Promise<{ url: string; modelDir: string }> {
     if (url && modelDir) return { url, modelDir };
     const dir = path.join(await fs.mkdtemp(path.join(os.tmpdir(), "openft-vllm-")), "tiny-llama");
     await buildTinyModel("llama-vllm", dir);
-    const own = await startVllm(dir);
-    await own.ready;
+    const own = await vllmReplica(dir);
+    await own.start();
     return { url: own.url, modelDir: dir };
   })();
   return shared;
