@@ -155,7 +155,7 @@ export async function benchVllm(input: VllmBenchInput): Promise<VllmBenchResult>
   }
 }
 
-const f1 = (x: number) => x.toFixed(1);
+const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "-");
 
 /** Prints vLLM's rows and the route's overhead; returns the goals not met. */
 export function reportVllm(v: VllmBenchResult, rows: readonly { engine: string; scenario: string; res: { runs: { totalTps: number; decodeTps: number }[] } }[], streams: number): string[] {
