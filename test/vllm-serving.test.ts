@@ -171,10 +171,23 @@ describe("serving through a vLLM pool of two replicas", () => {
     return tok.added_tokens.find((t) => t.content === "<|im_end|>")!.id;
   };
 
+  /** Asks `model` two at a time until the replica at `url` lists its adapter as loaded. */
+  const untilServedBy = async (url: string, model: string) => {
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const answers = await Promise.all([0, 1].map(() => ask(model)));
+      assert.deepEqual(answers.map((r) => r.choices[0]!.message.content), ["banana", "banana"]);
+      const listed = (await (await fetch(`${url}/v1/models`)).json()) as { data: { id: string }[] };
+      if (listed.data.some((m) => m.id === model)) return;
+      assert.ok(Date.now() < deadline, `openft routed no request to ${url} within 2 minutes`);
+    }
+  };
+
   test("a replica killed mid-stream ends that stream with an error; the other replica serves on; back, it reloads adapters", async () => {
     await ownReady;
-    // openft probes a replica it found down every second.
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    // openft probes a replica it found down every second: wait until it routes to ours again (an
+    // adapter it loaded there shows that).
+    await untilServedBy(own.url, tuned.banana!);
     const long = { model: tuned.banana!, messages: [{ role: "user" as const, content: "hi" }], temperature: 1, max_completion_tokens: 4000, logit_bias: { [String(await imEnd())]: -100 } };
     const raw = () => fetch(`${server.baseURL}/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${server.apiKey}`, "content-type": "application/json" }, body: JSON.stringify(long) });
     // One at a time until each is generating: the pool gives each to the replica with fewer in
@@ -202,12 +215,8 @@ describe("serving through a vLLM pool of two replicas", () => {
     // Later requests all go to the replica that is up.
     for (let i = 0; i < 3; i++) assert.equal((await ask(tuned.cherry!)).choices[0]!.message.content, "cherry");
     await own.start();
-    await new Promise((resolve) => setTimeout(resolve, 2500));
     // Back up (probed), it gets requests again; their adapters are loaded on demand.
-    const answersAfter = await Promise.all([0, 1, 2, 3].map(() => ask(tuned.banana!)));
-    assert.deepEqual(answersAfter.map((r) => r.choices[0]!.message.content), ["banana", "banana", "banana", "banana"]);
-    const listed = (await (await fetch(`${own.url}/v1/models`)).json()) as { data: { id: string }[] };
-    assert.ok(listed.data.some((m) => m.id === tuned.banana), "the restarted replica loaded the adapter again");
+    await untilServedBy(own.url, tuned.banana!);
   });
 
   test("a deleted ft: model stops serving at once, mid-stream included, and is unloaded from the replicas", async () => {

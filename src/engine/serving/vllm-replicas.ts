@@ -9,6 +9,7 @@ export interface Replica {
   /** Adapter id → its load on this replica (settled or in progress). */
   readonly loaded: Map<string, Promise<void>>;
   probe: ReturnType<typeof setInterval> | undefined;
+  probing: boolean;
 }
 
 /** A failure to reach a replica before it sent a byte: the request may go to another. */
@@ -29,7 +30,7 @@ export class ReplicaSet {
   private turn = 0;
 
   constructor(urls: readonly string[], private readonly probeMs: number) {
-    this.replicas = urls.map((url) => ({ url: url.replace(/\/+$/, ""), up: true, inflight: 0, loaded: new Map(), probe: undefined }));
+    this.replicas = urls.map((url) => ({ url: url.replace(/\/+$/, ""), up: true, inflight: 0, loaded: new Map(), probe: undefined, probing: false }));
   }
 
   /** The up replica with the fewest requests in flight (ties in turn), not one of `tried`. */
@@ -62,7 +63,12 @@ export class ReplicaSet {
   }
 
   private async check(r: Replica): Promise<void> {
-    const ok = await fetch(r.url + "/health", { signal: AbortSignal.timeout(this.probeMs) }).then((res) => res.ok, () => false);
+    if (r.probing) return;
+    r.probing = true;
+    // A busy replica may take seconds to answer /health: the probe waits longer than its period
+    // (one at a time), or a loaded replica would never come back.
+    const ok = await fetch(r.url + "/health", { signal: AbortSignal.timeout(10_000) }).then((res) => res.ok, () => false);
+    r.probing = false;
     if (!ok || r.up) return;
     clearInterval(r.probe);
     r.probe = undefined;
