@@ -8,7 +8,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import OpenAI, { toFile } from "openai";
-import { waitForStatus } from "./helpers/jobs.js";
+import { expect400, waitForStatus } from "./helpers/jobs.js";
 import { startServer, type TestServer } from "./helpers/server.js";
 import { buildTinyModel } from "./helpers/tiny-weights.js";
 
@@ -25,18 +25,6 @@ const WANDB = { type: "wandb" as const, wandb: { project: "openft-dpo", tags: ["
 
 type Job = OpenAI.FineTuning.Jobs.FineTuningJob;
 type Metrics = { step: number; train_loss: number; train_reward_accuracy: number; train_reward_margin: number };
-
-async function expect400(p: Promise<unknown>, param: string | null, message?: RegExp) {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof OpenAI.BadRequestError, `expected 400, got ${String(err)}`);
-    assert.equal(err.param, param, err.message);
-    if (message) assert.match(err.message, message);
-    return;
-  }
-  assert.fail("expected a 400");
-}
 
 describe("DPO end to end with the real trainer", () => {
   let server: TestServer;

@@ -1,7 +1,7 @@
 // The fine-tuning jobs API through the official `openai` npm client: create (every parameter
 // and its limits), validation outcomes, list/retrieve, cancel/pause/resume, events, checkpoints.
 import assert from "node:assert/strict";
-import { waitForStatus } from "./helpers/jobs.js";
+import { expect400, waitForStatus } from "./helpers/jobs.js";
 import { after, before, describe, test } from "node:test";
 import OpenAI, { toFile } from "openai";
 import { startServer, type TestServer } from "./helpers/server.js";
@@ -13,18 +13,6 @@ const example = (i: number) =>
 const jsonl = (n: number) => Array.from({ length: n }, (_, i) => example(i)).join("\n") + "\n";
 
 type Job = OpenAI.FineTuning.Jobs.FineTuningJob;
-
-async function expect400(p: Promise<unknown>, param: string | null, message?: RegExp) {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof OpenAI.BadRequestError, `expected 400, got ${String(err)}`);
-    assert.equal(err.param, param, err.message);
-    if (message) assert.match(err.message, message);
-    return err;
-  }
-  assert.fail("expected a 400");
-}
 
 describe("fine-tuning jobs", () => {
   let server: TestServer;
