@@ -50,7 +50,7 @@ export const createJobBody = z
     hyperparameters: hyperparameters.nullish(),
     method: z
       .object({
-        // reinforcement is OpenAI's third method; it is not implemented.
+        // reinforcement is OpenAI's third method; openft does not train with it (400 naming method.type).
         type: z.enum(["supervised", "dpo"], { error: "Fine-tuning method must be 'supervised' or 'dpo'; 'reinforcement' is not supported" }),
         supervised: z.object({ hyperparameters: hyperparameters.nullish() }).strict().nullish(),
         dpo: z.object({ hyperparameters: dpoHyperparameters.nullish() }).strict().nullish(),
