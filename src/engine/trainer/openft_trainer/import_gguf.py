@@ -22,6 +22,10 @@ def _stage(text: str) -> None:
 
 
 def import_gguf(gguf_path: str, out_dir: str) -> dict:
+    if not sys.stderr.isatty():
+        # transformers' GGUF reader calls tqdm itself, past its own switch below; tqdm reads
+        # TQDM_* overrides when it is first imported, so this goes before transformers.
+        os.environ["TQDM_DISABLE"] = "1"
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
