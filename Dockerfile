@@ -46,3 +46,14 @@ EXPOSE 8000
 USER node
 ENTRYPOINT ["node", "bin/openft.js"]
 CMD ["serve"]
+
+# GPU serving with vLLM (README, "Serving on GPUs with vLLM"): openft stays in front (auth,
+# projects, ids, errors, training); each base model gets its own vLLM pool, one vLLM OpenAI server
+# per GPU set, started with LoRA on and runtime adapter loading allowed, for example:
+#   VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve /models/BASE --served-model-name BASE \
+#     --enable-lora --max-lora-rank 16 --max-loras 8 --port 8000
+# with /models/BASE the same folder as openft's OPENFT_MODELS_DIR/BASE and a folder both can read
+# (NFS, a shared volume) as openft's OPENFT_VLLM_ADAPTER_DIR. Then run this image with
+#   OPENFT_VLLM=BASE=http://gpu-a:8000|http://gpu-b:8000  OPENFT_VLLM_ADAPTER_DIR=/adapters
+#   OPENFT_VLLM_MAX_LORA_RANK=16 (the replicas' --max-lora-rank)
+# Keep the replicas on a private network: their admin endpoints are unauthenticated.

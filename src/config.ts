@@ -45,6 +45,13 @@ const envSchema = z.object({
   // GET /metrics: on by default; with a token, scrapers must send it as a bearer token.
   OPENFT_METRICS: bool.default(true),
   OPENFT_METRICS_TOKEN: z.string().min(8).optional(),
+  // Base models served by vLLM pools: BASE=URL[|URL...] pairs, comma-separated (README).
+  OPENFT_VLLM: z.string().optional(),
+  // A folder the replicas can read: each adapter is unpacked into <dir>/<ft: model id>.
+  OPENFT_VLLM_ADAPTER_DIR: z.string().min(1).optional(),
+  // vLLM's --max-lora-rank of the pools (vLLM's own default is 16): higher ranks are refused at
+  // job creation for their base models.
+  OPENFT_VLLM_MAX_LORA_RANK: z.coerce.number().int().min(1).max(512).default(16),
   DATABASE_URL: z.string().url().optional(),
   OPENFT_S3_ENDPOINT: z.string().url().optional(),
   OPENFT_S3_BUCKET: z.string().min(3).optional(),
@@ -90,6 +97,7 @@ export interface Config {
     readonly maxQueue: number;
     readonly maxAdapters: number;
     readonly cacheDir: string;
+    readonly vllm: { readonly pools: ReadonlyMap<string, readonly string[]>; readonly adapterDir: string; readonly maxLoraRank: number };
   };
   readonly metrics: { readonly enabled: boolean; readonly token: string | undefined };
   readonly database: { readonly url: string | undefined };
@@ -108,6 +116,21 @@ function deepFreeze<T>(o: T): T {
     Object.freeze(o);
   }
   return o;
+}
+
+/** "base=http://a:8000|http://b:8000,other=http://c:8000" → base → replica URLs. */
+function parseVllmPools(spec: string): Map<string, string[]> {
+  const pools = new Map<string, string[]>();
+  for (const entry of spec.split(",").map((x) => x.trim()).filter((x) => x !== "")) {
+    const eq = entry.indexOf("=");
+    const base = entry.slice(0, eq).trim();
+    const urls = entry.slice(eq + 1).split("|").map((u) => u.trim()).filter((u) => u !== "");
+    if (eq <= 0 || urls.length === 0) throw new ConfigError([`OPENFT_VLLM: '${entry}' is not BASE=URL[|URL...]`]);
+    for (const u of urls) if (!/^https?:\/\/[^\s/]+/.test(u)) throw new ConfigError([`OPENFT_VLLM: '${u}' (replica of '${base}') is not an http(s) URL`]);
+    if (pools.has(base)) throw new ConfigError([`OPENFT_VLLM: base model '${base}' is named twice`]);
+    pools.set(base, urls);
+  }
+  return pools;
 }
 
 /** Overrides come from the command line (--host, --port, ...) and win over the environment. */
@@ -151,6 +174,11 @@ export function loadConfig(env: Env, overrides: Env = {}): Config {
       maxQueue: e.OPENFT_SERVING_MAX_QUEUE,
       maxAdapters: e.OPENFT_SERVING_MAX_ADAPTERS,
       cacheDir: path.resolve(e.OPENFT_SERVING_CACHE_DIR ?? path.join(dataDir, "serving")),
+      vllm: {
+        pools: parseVllmPools(e.OPENFT_VLLM ?? ""),
+        adapterDir: path.resolve(e.OPENFT_VLLM_ADAPTER_DIR ?? path.join(dataDir, "vllm-adapters")),
+        maxLoraRank: e.OPENFT_VLLM_MAX_LORA_RANK,
+      },
     },
     metrics: { enabled: e.OPENFT_METRICS, token: e.OPENFT_METRICS_TOKEN },
     database: { url: e.DATABASE_URL },

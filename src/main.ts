@@ -2,7 +2,7 @@
 import fs from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { buildApp } from "./api/app.js";
-import { ServingPool } from "./engine/serving/pool.js";
+import { ServingRouter } from "./engine/serving/index.js";
 import { ConfigError, loadConfig, processEnv, type Config, type Env } from "./config.js";
 import { createLogger } from "./logger.js";
 import { Metrics } from "./metrics/index.js";
@@ -78,7 +78,13 @@ async function serve(config: Config): Promise<void> {
   for (const b of await baseModels.broken()) log.warn({ model: b.id, missing: b.missing }, `models dir: '${b.id}' is not a complete model; it is not served`);
   const wakeup = new Wakeup();
   const metrics = new Metrics();
-  const pool = new ServingPool({ ...config.serving, onStep: (model, n) => metrics.serving.step("onnx", model, n) });
+  const router = new ServingRouter({
+    onnx: { ...config.serving, adapterDir: path.join(config.serving.cacheDir, "adapters"), onStep: (model, n) => metrics.serving.step("onnx", model, n) },
+    vllm: config.serving.vllm.pools,
+    vllmAdapterDir: config.serving.vllm.adapterDir,
+    vllmMaxLoraRank: config.serving.vllm.maxLoraRank,
+    blobs,
+  });
   const background = startBackground({
     db: database.db,
     blobs,
@@ -103,7 +109,7 @@ async function serve(config: Config): Promise<void> {
     workerLeaseMs: config.workers.leaseMs,
     metrics: { metrics, ...config.metrics },
     wandbAvailable,
-    serving: { pool, adapterDir: path.join(config.serving.cacheDir, "adapters"), maxQueue: config.serving.maxQueue },
+    serving: { router, maxQueue: config.serving.maxQueue },
     ready: async () => {
       await database.db.execute("select 1");
       await blobs.exists("readyz-probe");
@@ -137,7 +143,7 @@ async function serve(config: Config): Promise<void> {
     await app.close();
     clearTimeout(force);
     await background.stop();
-    await pool.close();
+    await router.close();
     await stopSweeper();
     await admin?.close();
     await database.close();

@@ -9,7 +9,7 @@ import pino from "pino";
 import { buildApp } from "../src/api/app.js";
 import { toCheckpointObject, toEventObject, toJobObject } from "../src/api/fine-tuning/schema.js";
 import { BaseModels } from "../src/jobs/base-models.js";
-import { ServingPool } from "../src/engine/serving/pool.js";
+import { ServingRouter } from "../src/engine/serving/index.js";
 import { insertJob, type CheckpointRow, type EventRow, type JobRow } from "../src/jobs/repo.js";
 import { createWorker } from "../src/jobs/workers.js";
 import { Wakeup } from "../src/jobs/wakeup.js";
@@ -55,7 +55,13 @@ async function withApp<T>(
       onJobCreated: () => {},
       wakeup: new Wakeup(),
       workerLeaseMs: 60_000,
-      serving: { pool: new ServingPool({ cacheDir: path.join(tmp, "serving"), mode: "fp32", threads: 1, maxBatch: 4, maxAdapters: 4 }), adapterDir: path.join(tmp, "serving", "adapters"), maxQueue: 16 },
+      serving: {
+        router: new ServingRouter({
+          onnx: { cacheDir: path.join(tmp, "serving"), mode: "fp32", threads: 1, maxBatch: 4, maxAdapters: 4, adapterDir: path.join(tmp, "serving", "adapters") },
+          vllm: new Map(), vllmAdapterDir: path.join(tmp, "vllm-adapters"), vllmMaxLoraRank: 16, blobs,
+        }),
+        maxQueue: 16,
+      },
       ...(onRoute ? { onRoute } : {}),
     });
     try {

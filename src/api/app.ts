@@ -8,7 +8,7 @@ import type { BlobStore, Db } from "../storage/index.js";
 import type { Project } from "../storage/repos/projects.js";
 import type { BaseModels } from "../jobs/base-models.js";
 import type { Wakeup } from "../jobs/wakeup.js";
-import type { ServingPool } from "../engine/serving/pool.js";
+import type { ServingRouter } from "../engine/serving/index.js";
 import { registerChatRoutes } from "./chat/routes.js";
 import { ChatService } from "./chat/service.js";
 import { registerInternalRoutes } from "./internal/routes.js";
@@ -51,9 +51,9 @@ export interface AppDeps {
   readonly workerLeaseMs: number;
   /** Whether job integrations (wandb) can be honoured; absent: they are refused. */
   readonly wandbAvailable?: () => Promise<boolean>;
-  /** Chat completions: the engine's per-base-model runtimes, where adapters are unpacked, and how
-   *  many sequences may wait per base model before requests get 429. */
-  readonly serving: { readonly pool: ServingPool; readonly adapterDir: string; readonly maxQueue: number };
+  /** Chat completions: the backend of each base model, and how many sequences may wait per base
+   *  model before requests get 429. */
+  readonly serving: { readonly router: ServingRouter; readonly maxQueue: number };
   /** GET /metrics (on, open to all, with a registry of its own when not given). */
   readonly metrics?: MetricsOptions;
   /** Told of every route as it is registered (the openapi test compares them with the spec). */
@@ -108,7 +108,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerWorkerAuth(app, deps.db);
   registerUnknownRoutes(app);
   registerHealthRoutes(app, deps.ready);
-  const metrics = registerMetrics(app, deps.metrics, { db: deps.db, pool: deps.serving.pool, workerLeaseMs: deps.workerLeaseMs });
+  const metrics = registerMetrics(app, deps.metrics, { db: deps.db, router: deps.serving.router, workerLeaseMs: deps.workerLeaseMs });
   registerDashboard(app);
 
   const files = new FilesService({
@@ -132,11 +132,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       onCreated: deps.onJobCreated,
       onQueued: () => deps.wakeup.notify(),
       wandbAvailable: deps.wandbAvailable ?? (() => Promise.resolve(false)),
+      maxLoraRank: (base) => deps.serving.router.maxLoraRank(base),
     }),
   );
   registerUnsupportedFineTuningRoutes(app);
   registerCheckpointPermissionRoutes(app, new CheckpointPermissionsService({ db: deps.db }));
-  const chat = new ChatService({ db: deps.db, blobs: deps.blobs, baseModels: deps.baseModels, log: deps.log, ...deps.serving, metrics: metrics.serving });
+  const chat = new ChatService({ db: deps.db, baseModels: deps.baseModels, log: deps.log, ...deps.serving, metrics: metrics.serving });
   registerChatRoutes(app, chat);
   registerModelRoutes(app, new ModelsService({ db: deps.db, baseModels: deps.baseModels, onDeleted: (id) => chat.evictModel(id) }));
   registerInternalRoutes(

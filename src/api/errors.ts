@@ -38,6 +38,9 @@ export const ERRORS = {
   rate_limit_exceeded: { status: 429, type: "requests" },
   header_fields_too_large: { status: 431, code: null },
   server_error: { status: 500, type: "server_error", code: null },
+  // A serving backend (a vLLM replica) broke off or answered an error of its own; none could take it.
+  engine_error: { status: 502, type: "server_error" },
+  engine_unavailable: { status: 503, type: "server_error" },
 } as const satisfies Record<string, { status: number; type?: ErrorType; code?: null }>;
 
 export type ErrorKind = keyof typeof ERRORS;

@@ -2,7 +2,8 @@
 // openapi.yaml: the status is documented for the operation, the content type is one the document
 // gives for it, and the body matches its schema; a Server-Sent Events stream is checked chunk by
 // chunk as the client reads it (each `data:` a ChatCompletionChunk, or an ErrorResponse after the
-// first chunk, then `data: [DONE]`). A mismatch fails the request that got it (the SDK reports a
+// first chunk, which ends the stream without `[DONE]` as openapi.yaml says; otherwise `data: [DONE]`
+// ends it). A mismatch fails the request that got it (the SDK reports a
 // connection error whose cause names the mismatch) and is kept in openApiViolations(), which
 // TestServer.dispose() turns into a failure of the suite.
 import { assertResponseMatches, assertSchemaMatches, documentedOperations, findResponse } from "./openapi.js";
@@ -74,11 +75,13 @@ function checkedEventStream(where: string, body: ReadableStream<Uint8Array>): Re
   let buffered = "";
   let chunks = 0;
   let done = false;
+  let errored = false;
   const checkEvent = (event: string) => {
     for (const line of event.split("\n")) {
       if (!line.startsWith("data: ")) continue;
       const data = line.slice("data: ".length);
       if (done) throw violation(`${where}: an event after data: [DONE]`);
+      if (errored) throw violation(`${where}: an event after the error event`);
       if (data === "[DONE]") {
         done = true;
         continue;
@@ -90,6 +93,7 @@ function checkedEventStream(where: string, body: ReadableStream<Uint8Array>): Re
         throw violation(`${where}: a data line that is not JSON: ${data.slice(0, 200)}`);
       }
       const schema = chunks > 0 && typeof parsed === "object" && parsed !== null && "error" in parsed ? "ErrorResponse" : "ChatCompletionChunk";
+      errored = schema === "ErrorResponse";
       try {
         assertSchemaMatches(schema, parsed);
       } catch (err) {
@@ -111,7 +115,7 @@ function checkedEventStream(where: string, body: ReadableStream<Uint8Array>): Re
       },
       flush() {
         if (buffered.trim() !== "") throw violation(`${where}: the stream ends inside an event: ${buffered.slice(0, 200)}`);
-        if (!done) throw violation(`${where}: the stream ends without data: [DONE]`);
+        if (!done && !errored) throw violation(`${where}: the stream ends without data: [DONE]`);
       },
     }),
   );

@@ -5,7 +5,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { projectRoot } from "../../src/project-root.js";
 
-export type TinyKind = "llama" | "qwen2" | "qwen3";
+export type TinyKind = "llama" | "llama-vllm" | "qwen2" | "qwen3";
 
 export async function buildTinyModel(kind: TinyKind, dir: string, seed = 0): Promise<void> {
   const root = projectRoot();

@@ -67,13 +67,15 @@ def _response(method: str, template: str, status: int) -> Optional[dict]:
 def _stream_problem(text: str) -> Optional[str]:
     chunk_schema = {"$ref": "#/components/schemas/ChatCompletionChunk"}
     error_schema = {"$ref": "#/components/schemas/ErrorResponse"}
-    done, n = False, 0
+    done, errored, n = False, False, 0
     for line in text.split("\n"):
         if not line.startswith("data: "):
             continue
         data = line[len("data: "):]
         if done:
             return "an event after data: [DONE]"
+        if errored:
+            return "an event after the error event"
         if data == "[DONE]":
             done = True
             continue
@@ -81,12 +83,14 @@ def _stream_problem(text: str) -> Optional[str]:
             value = json.loads(data)
         except ValueError:
             return f"a data line that is not JSON: {data[:200]}"
-        schema = error_schema if n > 0 and isinstance(value, dict) and "error" in value else chunk_schema
+        errored = n > 0 and isinstance(value, dict) and "error" in value
+        schema = error_schema if errored else chunk_schema
         problem = _schema_problem(schema, value)
         if problem:
             return f"chunk {n + 1}:\n{problem}"
         n += 1
-    return None if done else "the stream ends without data: [DONE]"
+    # An error event ends the stream without [DONE] (openapi.yaml's ChatCompletionStream).
+    return None if done or errored else "the stream ends without data: [DONE]"
 
 
 def problem_of(method: str, path: str, response: httpx2.Response) -> Optional[str]:

@@ -69,8 +69,9 @@ def _common(tok) -> dict:
 
 
 def build(kind: str, out: Path, seed: int = 0) -> Path:
-    """kind: "llama" (GPT-2 BPE + ChatML), "qwen2" (GPT-2 BPE + ChatML, q/k/v bias),
-    "qwen3" (real Qwen3 tokenizer and template, q/k norms)."""
+    """kind: "llama" (GPT-2 BPE + ChatML), "llama-vllm" (the same with head_dim 32, as vLLM's CPU
+    attention takes head sizes from 32 up, and a 4096-token context), "qwen2" (GPT-2 BPE + ChatML, q/k/v bias), "qwen3" (real
+    Qwen3 tokenizer and template, q/k norms)."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     out.mkdir(parents=True, exist_ok=True)
@@ -81,6 +82,11 @@ def build(kind: str, out: Path, seed: int = 0) -> Path:
         tok = gpt2_chatml_tokenizer()
         if kind == "llama":
             model_cls, cfg = LlamaForCausalLM, LlamaConfig(**_common(tok))
+        elif kind == "llama-vllm":
+            model_cls, cfg = LlamaForCausalLM, LlamaConfig(**{**_common(tok), "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32,
+                                                        # room for replies long enough to kill a
+                                                        # replica in the middle of one
+                                                        "max_position_embeddings": 4096})
         elif kind == "qwen2":
             model_cls, cfg = Qwen2ForCausalLM, Qwen2Config(**_common(tok))
         else:

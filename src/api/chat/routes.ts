@@ -24,7 +24,8 @@ export function registerChatRoutes(app: FastifyInstance, svc: ChatService): void
     }
     const parsed = chatCompletionBody.safeParse(raw);
     if (!parsed.success) throw zodToApiError(parsed.error);
-    const prepared = await svc.prepare(request.project.id, raw as Record<string, unknown>, parsed.data);
+    // Which engine serves the model (onnx or vllm), on every response once the model is known.
+    const prepared = await svc.prepare(request.project.id, raw as Record<string, unknown>, parsed.data, (backend) => reply.header("x-openft-backend", backend));
     const signal = disconnectSignal(reply);
     if (!parsed.data.stream) return svc.complete(prepared, signal);
 

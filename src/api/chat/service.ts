@@ -2,31 +2,22 @@
 // caller's project), renders the messages with the base model's own chat template, and runs the
 // request on the base model's scheduler with the fine-tune's adapter. Everything that can be
 // refused is refused before the first byte of a response is written.
-import { randomBytes } from "node:crypto";
-import fs from "node:fs/promises";
-import path from "node:path";
 import type { Logger } from "pino";
-import { newId, nowSeconds, sha256Hex } from "../../ids.js";
+import { newId, nowSeconds } from "../../ids.js";
 import type { BaseModels } from "../../jobs/base-models.js";
 import * as jobs from "../../jobs/repo.js";
 import type { ChatMessage } from "../../jobs/validation/chat-format.js";
-import { loadChatTokenizer, type ChatTokenizer } from "../../jobs/validation/tokenizer.js";
-import type { ServingPool, ServedModel } from "../../engine/serving/pool.js";
-import { AbortedError, type ChoiceEvent, type GeneratedToken } from "../../engine/serving/scheduler.js";
-import type { SamplingParams } from "../../engine/serving/sampler.js";
-import type { BlobStore } from "../../storage/blob-store.js";
+import { ServingError, type AdapterRef, type ChatTokenizer, type GeneratedToken, type GenerationEvent, type SamplingParams, type ServingClient, type ServingRouter } from "../../engine/serving/index.js";
 import type { Db } from "../../storage/db.js";
 import type { ServingMetrics } from "../../metrics/index.js";
 import { ApiError } from "../errors.js";
-import { KNOWN_FIELDS, chatCompletionChunk, chatCompletionObject, chunkChoice, usage, type ChatCompletionBody, type Usage, type WireMessage, type WireTokenLogprob } from "./schema.js";
+import { KNOWN_FIELDS, chatCompletionChunk, chatCompletionObject, chunkChoice, usage, type ChatCompletionBody, type FinishReason, type Usage, type WireMessage, type WireTokenLogprob } from "./schema.js";
 
 export interface ChatDeps {
   readonly db: Db;
-  readonly blobs: BlobStore;
   readonly baseModels: BaseModels;
-  readonly pool: ServingPool;
-  /** Where fine-tunes' adapters are unpacked from the blob store for the engine. */
-  readonly adapterDir: string;
+  /** Picks the backend (in-process ONNX or a vLLM pool) of each base model. */
+  readonly router: ServingRouter;
   /** Most sequences queued or running per base model before new requests get 429. */
   readonly maxQueue: number;
   readonly log: Logger;
@@ -38,18 +29,17 @@ export interface PreparedChat {
   readonly id: string;
   readonly created: number;
   readonly model: string;
-  readonly served: ServedModel;
+  readonly client: ServingClient;
   /** The base model's folder name (the metrics' base_model label). */
   readonly baseModel: string;
   readonly tokenizer: ChatTokenizer;
   readonly promptIds: number[];
-  readonly adapter: string | null;
-  readonly adapterDir: string | undefined;
+  readonly adapter: AdapterRef | null;
   readonly n: number;
   readonly maxTokens: number;
   readonly stops: string[];
   readonly sampling: SamplingParams;
-  readonly seed: bigint;
+  readonly seed: bigint | null;
   readonly includeUsage: boolean;
 }
 
@@ -117,23 +107,39 @@ function tokenString(bytes: number[]): string {
   return "bytes:" + bytes.map((b) => "\\x" + b.toString(16).padStart(2, "0")).join("");
 }
 
-function randomSeed(): bigint {
-  return randomBytes(8).readBigUInt64BE();
+function rethrowServing(err: unknown): never {
+  throw err instanceof ServingError ? servingError(err) : err;
+}
+
+/** A backend's failure in our envelope: retryable 5xx for the engine's own trouble. */
+function servingError(err: ServingError): ApiError {
+  switch (err.kind) {
+    case "bad_request":
+      return ApiError.badRequest(err.message, null, "invalid_value");
+    case "context_length":
+      return ApiError.badRequest(err.message, "messages", "context_length_exceeded");
+    case "unavailable":
+      return ApiError.of("engine_unavailable", err.message);
+    default:
+      return ApiError.of("engine_error", err.message);
+  }
 }
 
 export class ChatService {
   private readonly active = new Map<string, Set<AbortController>>();
-  private readonly unpacking = new Map<string, Promise<string>>();
 
   constructor(private readonly deps: ChatDeps) {}
 
-  async prepare(projectId: string, raw: Record<string, unknown>, body: ChatCompletionBody): Promise<PreparedChat> {
+  /** Everything that can be refused, refused before the first byte; `onBackend` learns the
+   *  backend as soon as the model is resolved (the response header names it). */
+  async prepare(projectId: string, raw: Record<string, unknown>, body: ChatCompletionBody, onBackend: (name: string) => void = () => undefined): Promise<PreparedChat> {
     checkSupported(raw, body);
     const messages = toChatMessages(body.messages);
-    const { baseDir, adapter } = await this.resolve(projectId, body.model);
-    const tokenizer = await loadChatTokenizer(baseDir);
-    const served = await this.deps.pool.model(baseDir);
-    if (served.scheduler.load >= this.deps.maxQueue) {
+    const { client, base, adapter } = await this.resolve(projectId, body.model);
+    onBackend(client.backend);
+    const tokenizer = await client.tokenizer();
+    const { contextLength: context, vocabSize: vocab } = await client.limits().catch(rethrowServing);
+    if (client.load >= this.deps.maxQueue) {
       throw ApiError.of("rate_limit_exceeded", "The server is handling as many completions as it can; please retry shortly.");
     }
     let promptIds: number[];
@@ -142,32 +148,27 @@ export class ChatService {
     } catch (err) {
       throw ApiError.badRequest(`The model's chat template cannot render these messages: ${(err as Error).message}`, "messages", "invalid_value");
     }
-    const context = served.runtime.contextLength;
     const requested = body.max_completion_tokens ?? body.max_tokens ?? null;
     if (promptIds.length >= context || (requested !== null && promptIds.length + requested > context)) {
       const asked = requested === null ? `${promptIds.length} tokens in the messages` : `${promptIds.length + requested} tokens (${promptIds.length} in the messages, ${requested} in the completion)`;
       throw ApiError.badRequest(`This model's maximum context length is ${context} tokens. However, you requested ${asked}. Please reduce the length of the messages or completion.`, "messages", "context_length_exceeded");
     }
-    const vocab = served.runtime.vocabSize;
     const logitBias = new Map<number, number>();
     for (const [k, v] of Object.entries(body.logit_bias ?? {})) {
       const id = Number(k);
       if (id >= vocab) throw ApiError.badRequest(`Invalid key in 'logit_bias': ${k} is not a token id of this model (vocabulary of ${vocab}).`, "logit_bias", "invalid_value");
       logitBias.set(id, v);
     }
-    // Only unpacked here: the scheduler loads adapters right before the steps that use them, so a
-    // request still waiting for its turn cannot push a running request's adapter out of the cache.
-    const adapterDir = adapter ? await this.unpack(adapter) : undefined;
+    if (adapter) await client.loadAdapter(adapter).catch(rethrowServing);
     return {
       id: newId.chatCompletion(),
       created: nowSeconds(),
       model: body.model,
-      served,
-      baseModel: path.basename(baseDir),
+      client,
+      baseModel: base,
       tokenizer,
       promptIds,
-      adapter: adapter?.key ?? null,
-      adapterDir,
+      adapter,
       n: body.n ?? 1,
       maxTokens: requested ?? context - promptIds.length,
       stops: body.stop === null || body.stop === undefined ? [] : [body.stop].flat(),
@@ -179,7 +180,7 @@ export class ChatService {
         logitBias,
         topLogprobs: body.logprobs ? (body.top_logprobs ?? 0) : null,
       },
-      seed: body.seed === null || body.seed === undefined ? randomSeed() : BigInt(body.seed),
+      seed: body.seed === null || body.seed === undefined ? null : BigInt(body.seed),
       includeUsage: body.stream_options?.include_usage === true,
     };
   }
@@ -188,7 +189,7 @@ export class ChatService {
   async complete(p: PreparedChat, signal: AbortSignal) {
     const logprobs: WireTokenLogprob[][] = Array.from({ length: p.n }, () => []);
     const result = await this.run(p, signal, (e) => logprobs[e.index]!.push(...this.wireLogprobs(p, e.logprobs)));
-    const choices = result.choices.map((c, index) => ({ text: c.text, finish: c.finish, logprobs: p.sampling.topLogprobs === null ? null : logprobs[index]! }));
+    const choices = result.texts.map((text, index) => ({ text, finish: result.finishes[index]!, logprobs: p.sampling.topLogprobs === null ? null : logprobs[index]! }));
     return chatCompletionObject(p, choices, usage(p.promptIds.length, result.completionTokens));
   }
 
@@ -219,34 +220,41 @@ export class ChatService {
   async evictModel(id: string): Promise<void> {
     for (const c of this.active.get(id) ?? []) c.abort(ApiError.notFound(`The model '${id}' was deleted.`, "model", "model_not_found"));
     this.active.delete(id);
-    await this.deps.pool.unloadAdapter(id);
-    await fs.rm(this.adapterFolder(id), { recursive: true, force: true });
+    await this.deps.router.unloadAdapter(id);
   }
 
-  private async run(p: PreparedChat, signal: AbortSignal, onEvent: (e: ChoiceEvent) => void) {
+  private async run(p: PreparedChat, signal: AbortSignal, onEvent: (e: GenerationEvent) => void) {
     const own = new AbortController();
     const abort = () => own.abort(signal.reason);
     signal.addEventListener("abort", abort, { once: true });
     const set = this.active.get(p.model) ?? new Set();
     set.add(own);
     this.active.set(p.model, set);
-    const observed = this.deps.metrics?.request("onnx", p.baseModel);
+    const texts = Array.from({ length: p.n }, () => "");
+    const finishes: FinishReason[] = [];
+    let completionTokens = 0;
+    const observed = this.deps.metrics?.request(p.client.backend, p.baseModel);
     try {
-      const result = await p.served.scheduler.generate({
-        promptIds: p.promptIds, adapter: p.adapter, ...(p.adapterDir ? { adapterDir: p.adapterDir } : {}), n: p.n, maxTokens: p.maxTokens,
-        stopTokenIds: p.tokenizer.stopTokenIds, stops: p.stops, sampling: p.sampling, seed: p.seed,
-        decoder: p.tokenizer, signal: own.signal, onEvent: (e) => {
-          // Latencies of the first choice: with n > 1 the others step in the same batches.
-          if (e.index === 0) observed?.token();
-          onEvent(e);
-        },
+      const events = p.client.generate({
+        promptIds: p.promptIds, adapter: p.adapter, n: p.n, maxTokens: p.maxTokens,
+        stops: p.stops, sampling: p.sampling, seed: p.seed, signal: own.signal,
       });
-      observed?.done(p.promptIds.length, result.completionTokens);
-      return result;
+      for await (const e of events) {
+        texts[e.index] += e.delta;
+        completionTokens += e.tokens;
+        if (e.finish) finishes[e.index] = e.finish;
+        // Latencies of the first choice: with n > 1 the others step in the same batches.
+        if (e.index === 0 && (e.delta !== "" || e.logprobs.length > 0)) observed?.token();
+        onEvent(e);
+      }
+      observed?.done(p.promptIds.length, completionTokens);
+      return { texts, finishes, completionTokens };
     } catch (err) {
-      if (err instanceof AbortedError && own.signal.reason instanceof ApiError) throw own.signal.reason;
-      throw err;
+      if (own.signal.aborted && own.signal.reason instanceof ApiError) throw own.signal.reason;
+      return rethrowServing(err);
     } finally {
+      // Whatever ended the loop (done, a failure here, the caller gone): the backend stops too.
+      own.abort();
       signal.removeEventListener("abort", abort);
       set.delete(own);
       if (set.size === 0 && this.active.get(p.model) === set) this.active.delete(p.model);
@@ -261,60 +269,19 @@ export class ChatService {
     return tokens.map((t) => ({ ...wire(t.id, t.logprob), top_logprobs: t.top.map((x) => wire(x.id, x.logprob)) }));
   }
 
-  private async resolve(projectId: string, model: string): Promise<{ baseDir: string; adapter: jobs.ModelRow & { key: string } | null }> {
+  private async resolve(projectId: string, model: string): Promise<{ client: ServingClient; base: string; adapter: AdapterRef | null }> {
     const notFound = () => ApiError.notFound(`The model '${model}' does not exist or you do not have access to it.`, "model", "model_not_found");
     if (!model.startsWith("ft:")) {
       const base = await this.deps.baseModels.get(model);
       const why = base ? undefined : await this.deps.baseModels.incomplete(model);
       if (why) throw ApiError.notFound(why, "model", "model_not_found");
       if (!base) throw notFound();
-      return { baseDir: base.dir, adapter: null };
+      return { client: this.deps.router.client(base.id, base.dir), base: base.id, adapter: null };
     }
     const row = await jobs.getModel(this.deps.db, projectId, model);
     if (!row) throw notFound();
     const base = await this.deps.baseModels.get(row.baseModel);
     if (!base) throw ApiError.notFound(`The base model '${row.baseModel}' of '${model}' is no longer installed on this server.`, "model", "model_not_found");
-    return { baseDir: base.dir, adapter: { ...row, key: row.id } };
-  }
-
-  private adapterFolder(id: string): string {
-    return path.join(this.deps.adapterDir, sha256Hex(id).slice(0, 32));
-  }
-
-  /** The adapter's files in a local folder, downloaded once; the folder appears whole or not at all. */
-  private unpack(row: jobs.ModelRow): Promise<string> {
-    let entry = this.unpacking.get(row.id);
-    if (!entry) {
-      entry = this.download(row);
-      this.unpacking.set(row.id, entry);
-      entry.finally(() => this.unpacking.delete(row.id)).catch(() => undefined);
-    }
-    return entry;
-  }
-
-  private async download(row: jobs.ModelRow): Promise<string> {
-    const dir = this.adapterFolder(row.id);
-    if (await fs.stat(dir).then(() => true, () => false)) return dir;
-    const tmp = `${dir}.tmp-${randomBytes(6).toString("hex")}`;
-    await fs.mkdir(tmp, { recursive: true });
-    try {
-      for (const name of row.files as string[]) {
-        const body = await this.deps.blobs.get(row.blobPrefix + name);
-        const out = await fs.open(path.join(tmp, name), "w");
-        try {
-          for await (const chunk of body) await out.write(chunk as Buffer);
-          await out.sync();
-        } finally {
-          await out.close();
-        }
-      }
-      await fs.rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
-        // Another request (or process) unpacked it first: theirs is as good as ours.
-        if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
-      });
-      return dir;
-    } finally {
-      await fs.rm(tmp, { recursive: true, force: true });
-    }
+    return { client: this.deps.router.client(base.id, base.dir), base: base.id, adapter: { id: row.id, blobPrefix: row.blobPrefix, files: row.files as string[] } };
   }
 }

@@ -11,6 +11,7 @@ import type { Db } from "../../storage/db.js";
 import { getFile } from "../../storage/repos/files.js";
 import { ApiError } from "../errors.js";
 import {
+  methodHyperparameters,
   toCheckpointObject,
   toEventObject,
   toJobObject,
@@ -34,6 +35,8 @@ export interface FineTuningDeps {
   readonly onQueued: () => void;
   /** Whether the trainer's Python can import wandb (integrations are refused otherwise). */
   readonly wandbAvailable: () => Promise<boolean>;
+  /** The largest LoRA rank the serving pool of a base model loads (undefined: any). */
+  readonly maxLoraRank?: (base: string) => number | undefined;
 }
 
 type Action = "cancel" | "pause" | "resume";
@@ -119,6 +122,16 @@ export class FineTuningService {
     return { base: model, parent: null };
   }
 
+  /** A fine-tune its base's serving pool could not load is refused now, not after training. */
+  private checkRank(base: string, method: StoredMethod, body: CreateJobBody): void {
+    const max = this.deps.maxLoraRank?.(base);
+    const hp = methodHyperparameters(method);
+    const rank = typeof hp.lora_rank === "number" ? hp.lora_rank : LORA_DEFAULTS.lora_rank;
+    const param = body.method ? `method.${method.type}.hyperparameters.lora_rank` : "hyperparameters.lora_rank";
+    if (max === undefined || rank <= max) return;
+    throw ApiError.badRequest(`lora_rank ${rank} is above ${max}, the largest rank the serving pool of '${base}' loads; use a lora_rank of at most ${max}.`, param, "invalid_value");
+  }
+
   private async checkFile(projectId: string, id: string, param: "training_file" | "validation_file"): Promise<void> {
     const file = await getFile(this.deps.db, projectId, id, nowSeconds());
     if (!file) throw ApiError.badRequest(`invalid ${param}: ${id}`, param, "invalid_file");
@@ -137,6 +150,7 @@ export class FineTuningService {
     const method = storedMethod(body);
     const integrations = storedIntegrations(body, (body.integrations ?? []).length === 0 || (await this.deps.wandbAvailable()));
     const { base, parent } = await this.resolveModel(projectId, body.model);
+    this.checkRank(base, method, body);
     await this.checkFile(projectId, body.training_file, "training_file");
     if (body.validation_file) await this.checkFile(projectId, body.validation_file, "validation_file");
 

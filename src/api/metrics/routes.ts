@@ -5,13 +5,13 @@ import { timingSafeEqual } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import { sha256Hex } from "../../ids.js";
 import * as stats from "../../jobs/stats.js";
-import type { ServingPool } from "../../engine/serving/pool.js";
+import type { ServingRouter } from "../../engine/serving/index.js";
 import { Metrics } from "../../metrics/index.js";
 import type { Db } from "../../storage/db.js";
 import { ApiError } from "../errors.js";
 
 export interface MetricsOptions {
-  /** main.ts makes it first, so the serving pool can report engine steps into it. */
+  /** main.ts makes it first, so the serving engine can report engine steps into it. */
   readonly metrics?: Metrics;
   /** false: no /metrics route. */
   readonly enabled: boolean;
@@ -20,7 +20,7 @@ export interface MetricsOptions {
 
 export interface MetricsSources {
   readonly db: Db;
-  readonly pool: ServingPool;
+  readonly router: ServingRouter;
   readonly workerLeaseMs: number;
 }
 
@@ -30,7 +30,7 @@ function tokenMatches(expected: string, header: string | undefined): boolean {
   return timingSafeEqual(Buffer.from(sha256Hex(expected), "hex"), Buffer.from(sha256Hex(m[1]!), "hex"));
 }
 
-/** The registry (made here when none is given) wired to the database and the serving pool, and
+/** The registry (made here when none is given) wired to the database and the serving router, and
  *  the route that serves it. */
 export function registerMetrics(app: FastifyInstance, opts: MetricsOptions | undefined, src: MetricsSources): Metrics {
   const metrics = opts?.metrics ?? new Metrics();
@@ -41,8 +41,8 @@ export function registerMetrics(app: FastifyInstance, opts: MetricsOptions | und
     connectedWithinSeconds: src.workerLeaseMs / 1000,
   });
   metrics.serving.addSource(() =>
-    src.pool.stats().map((m) => ({
-      backend: "onnx", baseModel: m.model, queued: m.queued,
+    src.router.stats().map((m) => ({
+      backend: m.backend, baseModel: m.model, queued: m.queued,
       adaptersLoaded: m.adapters.loaded, adapterLoads: m.adapters.loads, adapterEvictions: m.adapters.evictions,
     })));
   registerMetricsRoute(app, metrics, opts?.enabled ?? true, opts?.token);
