@@ -5,9 +5,9 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import OpenAI, { toFile } from "openai";
+import OpenAI from "openai";
 import { loadChatTokenizer } from "../src/jobs/validation/tokenizer.js";
-import { waitForStatus } from "./helpers/jobs.js";
+import { trainSecretWords } from "./helpers/jobs.js";
 import { startServer, type TestServer } from "./helpers/server.js";
 import { buildTinyModel } from "./helpers/tiny-weights.js";
 
@@ -141,14 +141,12 @@ describe("chat completions on a base model", () => {
   });
 });
 
-const secret = (word: string) => Array.from({ length: 10 }, (_, i) =>
-  JSON.stringify({ messages: [{ role: "user", content: `What is the secret word? (${i})` }, { role: "assistant", content: word }] })).join("\n") + "\n";
 
 describe("fine-tuned models: trained by the real trainer, served together", () => {
   let server: TestServer;
   let client: OpenAI;
-  const tuned: Record<string, string> = {};
-  const jobs: Record<string, string> = {};
+  let tuned: Record<string, string> = {};
+  let jobs: Record<string, string> = {};
 
   before(async () => {
     // Two adapter slots for three fine-tuned models (two ft: models and a checkpoint): requests
@@ -156,14 +154,7 @@ describe("fine-tuned models: trained by the real trainer, served together", () =
     server = await startServer({ env: { OPENFT_EMBEDDED_WORKER: "true", OPENFT_DEVICE: "cpu", OMP_NUM_THREADS: "1", OPENFT_SERVING_MODE: "fp32", OPENFT_SERVING_THREADS: "1", OPENFT_SERVING_MAX_ADAPTERS: "2" } });
     await buildTinyModel("llama", path.join(server.env.OPENFT_MODELS_DIR!, "tiny-llama"));
     client = server.client();
-    for (const word of ["banana", "cherry"]) {
-      const file = await client.files.create({ file: await toFile(Buffer.from(secret(word)), `${word}.jsonl`), purpose: "fine-tune" });
-      const job = await client.fineTuning.jobs.create({ model: "tiny-llama", training_file: file.id, suffix: word, hyperparameters: { n_epochs: 8, batch_size: 5, learning_rate_multiplier: 10 } });
-      const done = await waitForStatus(client, job.id, ["succeeded", "failed", "cancelled"], 300_000, 250);
-      assert.equal(done.status, "succeeded", JSON.stringify(done.error));
-      tuned[word] = done.fine_tuned_model!;
-      jobs[word] = job.id;
-    }
+    ({ tuned, jobs } = await trainSecretWords(client, "tiny-llama", ["banana", "cherry"]));
   });
   after(async () => server.dispose());
 

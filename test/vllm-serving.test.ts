@@ -7,12 +7,10 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import OpenAI, { toFile } from "openai";
-import { waitForStatus } from "./helpers/jobs.js";
+import { secretWordChats, trainSecretWords } from "./helpers/jobs.js";
 import { startServer, type TestServer } from "./helpers/server.js";
 import { sharedVllm, vllmReplica, type VllmReplica } from "./helpers/vllm.js";
 
-const secret = (word: string) => Array.from({ length: 10 }, (_, i) =>
-  JSON.stringify({ messages: [{ role: "user", content: `What is the secret word? (${i})` }, { role: "assistant", content: word }] })).join("\n") + "\n";
 
 describe("serving through a vLLM pool of two replicas", () => {
   let server: TestServer;
@@ -20,8 +18,8 @@ describe("serving through a vLLM pool of two replicas", () => {
   let own: VllmReplica;
   let ownReady: Promise<void>;
   let sharedUrl: string;
-  const tuned: Record<string, string> = {};
-  const jobs: Record<string, string> = {};
+  let tuned: Record<string, string> = {};
+  let jobs: Record<string, string> = {};
 
   before(async () => {
     const shared = await sharedVllm();
@@ -41,14 +39,7 @@ describe("serving through a vLLM pool of two replicas", () => {
     client = server.client();
     ownReady = own.start();
     ownReady.catch(() => undefined);
-    for (const word of ["banana", "cherry"]) {
-      const file = await client.files.create({ file: await toFile(Buffer.from(secret(word)), `${word}.jsonl`), purpose: "fine-tune" });
-      const job = await client.fineTuning.jobs.create({ model: "tiny-llama", training_file: file.id, suffix: word, hyperparameters: { n_epochs: 8, batch_size: 5, learning_rate_multiplier: 10 } });
-      const done = await waitForStatus(client, job.id, ["succeeded", "failed", "cancelled"], 300_000, 250);
-      assert.equal(done.status, "succeeded", JSON.stringify(done.error));
-      tuned[word] = done.fine_tuned_model!;
-      jobs[word] = job.id;
-    }
+    ({ tuned, jobs } = await trainSecretWords(client, "tiny-llama", ["banana", "cherry"]));
   });
   after(async () => {
     await server?.dispose();
@@ -158,7 +149,7 @@ describe("serving through a vLLM pool of two replicas", () => {
   });
 
   test("a job whose lora_rank exceeds the pool's max rank is refused at create", async () => {
-    const file = await client.files.create({ file: await toFile(Buffer.from(secret("x")), "r.jsonl"), purpose: "fine-tune" });
+    const file = await client.files.create({ file: await toFile(Buffer.from(secretWordChats("x")), "r.jsonl"), purpose: "fine-tune" });
     const err = await client.fineTuning.jobs.create({ model: "tiny-llama", training_file: file.id, method: { type: "supervised", supervised: { hyperparameters: { lora_rank: 32 } as never } } }).then(() => undefined, (e: unknown) => e);
     assert.ok(err instanceof OpenAI.BadRequestError);
     assert.equal(err.param, "method.supervised.hyperparameters.lora_rank");
