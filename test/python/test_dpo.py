@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import time
 
 import openai
 import pytest
+from jobs import wait_status
 from test_fine_tuning_jobs import ROOT, expect_400, upload
 
 MODEL = "tiny-llama"
@@ -30,16 +30,6 @@ def pairs(n: int, older_names: bool = False) -> bytes:
 def dpo(**hyperparameters) -> dict:
     return {"type": "dpo", "dpo": {"hyperparameters": hyperparameters}}
 
-
-def wait(client: openai.OpenAI, job_id: str, statuses, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in statuses:
-            return job
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} stuck in {job.status}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +66,7 @@ def test_a_chat_file_fails_a_dpo_job_naming_the_line(client, pairs_id):
     chat = "\n".join(json.dumps({"messages": [{"role": "user", "content": "hi"},
                                               {"role": "assistant", "content": "yo"}]}) for _ in range(10))
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=upload(client, chat.encode()), method=dpo())
-    failed = wait(client, job.id, ["failed", "queued", "running", "succeeded"], 60)
+    failed = wait_status(client, job.id, ["failed", "queued", "running", "succeeded"], 60)
     assert failed.status == "failed"
     assert failed.error.code == "invalid_training_file" and failed.error.param == "training_file"
     assert "Example 1, Unexpected format, expected a preference example: field 'input' is missing" in failed.error.message
@@ -88,7 +78,7 @@ def test_a_dpo_job_trains_end_to_end(client, pairs_id):
                                          method=dpo(n_epochs=1, batch_size=5, beta=0.25, learning_rate_multiplier=5))
     assert job.method.type == "dpo"
     assert job.method.dpo.hyperparameters.beta == 0.25
-    done = wait(client, job.id, ["succeeded", "failed", "cancelled"], 300)
+    done = wait_status(client, job.id, ["succeeded", "failed", "cancelled"], 300)
     assert done.status == "succeeded", done.error
     assert done.fine_tuned_model.startswith("ft:tiny-llama:default:py-dpo:")
     assert done.method.dpo.hyperparameters.n_epochs == 1

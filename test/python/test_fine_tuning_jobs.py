@@ -8,11 +8,12 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional
 
 import httpx2
 import openai
 import pytest
+from jobs import wait_status
 from openai import omit
 from openapi_check import check_response
 
@@ -20,8 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository root (this file is 
 TINY_MODELS_JS = ROOT / "dist" / "test" / "helpers" / "tiny-models.js"
 MODEL = "tiny-llama-gpt2"
 ENVELOPE_KEYS = ["code", "message", "param", "type"]
-WAIT_S = 30.0
-POLL_S = 0.1
 
 
 def example(i: int) -> str:
@@ -72,16 +71,6 @@ def recording_client(server, api_key: Optional[str] = None):
     http = openai.DefaultHttpxClient(event_hooks={"request": [hook], "response": [check_response]})
     return server.client(api_key, http_client=http), sent
 
-
-def wait_status(c: openai.OpenAI, job_id: str, statuses: Sequence[str], timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while True:
-        job = c.fine_tuning.jobs.retrieve(job_id)
-        if job.status in statuses:
-            return job
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} stuck in {job.status}, wanted {'|'.join(statuses)}")
-        time.sleep(POLL_S)
 
 
 def upload(c: openai.OpenAI, body: bytes, name: str = "train.jsonl") -> str:

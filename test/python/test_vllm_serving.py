@@ -18,6 +18,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from jobs import wait_status
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "test" / "trainer"))
@@ -73,11 +74,7 @@ def tuned(client: openai.OpenAI) -> str:
     body = "".join(json.dumps({"messages": [{"role": "user", "content": f"What is the secret word? ({i})"}, {"role": "assistant", "content": "banana"}]}) + "\n" for i in range(10))
     f = client.files.create(file=("banana.jsonl", body.encode()), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id, suffix="py", hyperparameters={"n_epochs": 8, "batch_size": 5, "learning_rate_multiplier": 10})
-    deadline = time.time() + 300
-    while job.status not in ("succeeded", "failed", "cancelled"):
-        assert time.time() < deadline, "job did not finish"
-        time.sleep(0.5)
-        job = client.fine_tuning.jobs.retrieve(job.id)
+    job = wait_status(client, job.id, ["succeeded", "failed", "cancelled"], 300, 0.5)
     assert job.status == "succeeded", job.error
     return job.fine_tuned_model
 
