@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from train_quality import GENERAL, REPO, SMOLLM2, generate
+from train_quality import GENERAL, SMOLLM2, generate, run_trainer
 
 TRAIN_TOPICS = ["the Moon", "volcanoes", "honey bees", "the Nile river", "rainbows", "chess", "the piano",
                 "penguins", "coffee", "the Eiffel Tower", "tides", "bamboo", "thunder", "the heart",
@@ -111,16 +111,8 @@ def run_job(work: Path, train_file: str, valid_file: str, args) -> tuple[dict, l
             "hyperparameters": {"n_epochs": args.epochs, "batch_size": args.batch_size,
                                 "learning_rate_multiplier": args.lr_multiplier, "beta": args.beta},
             "seed": 42, "device": "auto"}
-    (work / "spec.json").write_text(json.dumps(spec, indent=2))
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "openft_trainer", str(work / "spec.json")], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src" / "engine" / "trainer")})
-    (work / "trainer.stderr.log").write_text(proc.stderr)
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    done = next((e for e in events if e["type"] == "done"), None)
-    if proc.returncode != 0 or done is None:
-        raise SystemExit(f"the trainer failed (exit {proc.returncode}): {events[-1:]}; see {work}/trainer.stderr.log")
-    return done, [e for e in events if e["type"] == "metrics"], time.perf_counter() - t0
+    done, events, seconds = run_trainer(work, spec)
+    return done, [e for e in events if e["type"] == "metrics"], seconds
 
 
 def report(args, n_train: int, heldout_qs: list[str], before: dict, after: dict, metrics: list[dict], seconds: float):

@@ -138,6 +138,21 @@ def rehearsal_rows(model, tok, n: int) -> list[dict]:
             for q, a, ok in zip(prompts, answers, done) if ok and a]
 
 
+def run_trainer(work: Path, spec: dict) -> tuple[dict, list[dict], float]:
+    """`python -m openft_trainer spec.json` as the worker runs it: the done event, every event and
+    the seconds it took; exits the bench when the trainer fails (its stderr kept in `work`)."""
+    (work / "spec.json").write_text(json.dumps(spec, indent=2))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "openft_trainer", str(work / "spec.json")], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src" / "engine" / "trainer")})
+    (work / "trainer.stderr.log").write_text(proc.stderr)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    done = next((e for e in events if e["type"] == "done"), None)
+    if proc.returncode != 0 or done is None:
+        raise SystemExit(f"the trainer failed (exit {proc.returncode}): {events[-1:]}; see {work}/trainer.stderr.log")
+    return done, events, time.perf_counter() - t0
+
+
 def score(model, tok, heldout, label: str) -> dict:
     t = time.perf_counter()
     answers = generate(model, tok, [chat(n) for n, _ in heldout], max_new_tokens=48)
@@ -193,18 +208,9 @@ def main() -> None:
             "hyperparameters": {"n_epochs": args.epochs, "batch_size": args.batch_size,
                                 "learning_rate_multiplier": args.lr_multiplier},
             "seed": 42, "device": "auto"}
-    (work / "spec.json").write_text(json.dumps(spec, indent=2))
-    t0 = time.perf_counter()
     print(f"training: {len(train)} task + {len(rehearsal)} rehearsal examples, {args.epochs} epochs, "
           f"batch {args.batch_size} ...", file=sys.stderr)
-    proc = subprocess.run([sys.executable, "-m", "openft_trainer", str(work / "spec.json")], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src" / "engine" / "trainer")})
-    (work / "trainer.stderr.log").write_text(proc.stderr)
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    done = next((e for e in events if e["type"] == "done"), None)
-    if proc.returncode != 0 or done is None:
-        raise SystemExit(f"the trainer failed (exit {proc.returncode}): {events[-1:]}; see {work}/trainer.stderr.log")
-    train_s = time.perf_counter() - t0
+    done, events, train_s = run_trainer(work, spec)
     losses = [e["train_loss"] for e in events if e["type"] == "metrics"]
 
     before = score(base, tok, heldout, "the base model")
