@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from train_quality import GENERAL, SMOLLM2, generate, run_trainer
+from train_quality import GENERAL, LORA_DEFAULTS, SMOLLM2, generate, run_trainer
 
 TRAIN_TOPICS = ["the Moon", "volcanoes", "honey bees", "the Nile river", "rainbows", "chess", "the piano",
                 "penguins", "coffee", "the Eiffel Tower", "tides", "bamboo", "thunder", "the heart",
@@ -109,7 +109,7 @@ def run_job(work: Path, train_file: str, valid_file: str, args) -> tuple[dict, l
     spec = {"base_model_dir": str(SMOLLM2), "train_file": train_file, "validation_file": valid_file,
             "output_dir": str(work / "out"), "resume_from": None, "init_adapter": None, "method": "dpo",
             "hyperparameters": {"n_epochs": args.epochs, "batch_size": args.batch_size,
-                                "learning_rate_multiplier": args.lr_multiplier, "beta": args.beta},
+                                "learning_rate_multiplier": args.lr_multiplier, "beta": args.beta, **LORA_DEFAULTS},
             "seed": 42, "device": "auto"}
     done, events, seconds = run_trainer(work, spec)
     return done, [e for e in events if e["type"] == "metrics"], seconds

@@ -138,6 +138,11 @@ def rehearsal_rows(model, tok, n: int) -> list[dict]:
             for q, a, ok in zip(prompts, answers, done) if ok and a]
 
 
+# What the API resolves a job's "auto" LoRA settings to (LORA_DEFAULTS in
+# src/jobs/validation/validate-file.ts): the trainer takes numbers only.
+LORA_DEFAULTS = {"lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05, "quantization": "none"}
+
+
 def run_trainer(work: Path, spec: dict) -> tuple[dict, list[dict], float]:
     """`python -m openft_trainer spec.json` as the worker runs it: the done event, every event and
     the seconds it took; exits the bench when the trainer fails (its stderr kept in `work`)."""
@@ -206,7 +211,7 @@ def main() -> None:
     spec = {"base_model_dir": str(SMOLLM2), "train_file": str(work / "train.jsonl"), "validation_file": None,
             "output_dir": str(work / "out"), "resume_from": None, "init_adapter": None,
             "hyperparameters": {"n_epochs": args.epochs, "batch_size": args.batch_size,
-                                "learning_rate_multiplier": args.lr_multiplier},
+                                "learning_rate_multiplier": args.lr_multiplier, **LORA_DEFAULTS},
             "seed": 42, "device": "auto"}
     print(f"training: {len(train)} task + {len(rehearsal)} rehearsal examples, {args.epochs} epochs, "
           f"batch {args.batch_size} ...", file=sys.stderr)
