@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from train_quality import GENERAL, LORA_DEFAULTS, SMOLLM2, generate, run_trainer
+from train_quality import GENERAL, LORA_DEFAULTS, REPO, SMOLLM2, generate, run_trainer
 
 TRAIN_TOPICS = ["the Moon", "volcanoes", "honey bees", "the Nile river", "rainbows", "chess", "the piano",
                 "penguins", "coffee", "the Eiffel Tower", "tides", "bamboo", "thunder", "the heart",
