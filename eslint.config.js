@@ -31,5 +31,7 @@ export default tseslint.config(
   { files: ["src/api/**/*.ts"], rules: { "no-restricted-imports": restrict([noDrizzle, noOnnx, onlyServingSeam]) } },
   { files: ["src/api/**/service.ts"], rules: { "no-restricted-imports": restrict([noFastify, noDrizzle, noOnnx, onlyServingSeam]) } },
   { files: ["src/engine/**/*.ts"], rules: { "no-restricted-imports": restrict([noFastify, noDrizzle]) } },
+  // the worker protocol's one definition, imported by the API and the engine alike
+  { files: ["src/protocol/**/*.ts"], rules: { "no-restricted-imports": restrict([noFastify, noDrizzle, noOnnx]) } },
   { files: ["src/jobs/**/*.ts", "src/storage/**/*.ts"], rules: { "no-restricted-imports": restrict([noFastify]) } },
 );

@@ -2,9 +2,13 @@
 TRL's SFTTrainer, plain (batch 4, SFTConfig defaults, no packing) and tuned (packing/padding-free,
 no gradient checkpointing, bf16), on SmolLM2-135M-Instruct with LoRA rank 16 and the same chat data.
 Ours runs with the spec's default "dtype" (auto: a bf16 frozen base on a CPU with native bf16);
-`--engines ours,ours-fp32` adds it with "dtype": "float32" beside it.
+`--engines ours,ours-fp32` adds it with "dtype": "float32" beside it. `--processes N` runs ours on N
+training processes (torchrun, gloo, as a worker with OPENFT_TRAIN_PROCESSES=N), each with
+threads/N threads; the engine `ours-2proc` runs it on 2 processes beside ours on one, the same
+global batch either way, so the collectives' overhead shows (1 x 2 threads vs 2 x 1 thread):
 
-    .venv/bin/python bench/train_speed.py [--examples 48] [--rounds 2] [--random-weights] [--threads 1]
+    .venv/bin/python bench/train_speed.py --engines ours,ours-2proc --threads 2 --random-weights --rounds 1
+    .venv/bin/python bench/train_speed.py [--examples 48] [--rounds 2] [--random-weights] [--threads 1] [--processes 1]
 
 Every engine runs in its own subprocess (peak RSS is that process's ru_maxrss, from wait4), the
 engines interleaved, round after round in a rotated order; the table gives each engine's median
@@ -46,7 +50,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from train_data import speed_rows, write_jsonl  # noqa: E402
 
 ENGINES = ["ours", "trl-plain", "trl-tuned"]
-OPTIONAL_ENGINES = ["ours-fp32"]  # ours with the spec's "dtype": "float32" (the exact fp32 path)
+OPTIONAL_ENGINES = ["ours-fp32", "ours-2proc"]  # ours with "dtype": "float32"; ours on 2 processes
 SMOLLM2 = REPO / "models" / "SmolLM2-135M-Instruct"
 LR, RANK, ALPHA, DROPOUT, BATCH, SEED = 2e-4, 16, 32, 0.05, 4, 42
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -74,7 +78,10 @@ def random_weights_dir(work: Path) -> Path:
 
 # ---------------------------------------------------------------- engines (children)
 
-def run_ours(model_dir: Path, train: str, out: Path, epochs: int, dtype: str | None = None) -> dict:
+def run_ours(model_dir: Path, train: str, out: Path, epochs: int, dtype: str | None = None, processes: int = 1,
+             threads: int | None = None) -> dict:
+    """processes > 1: under torchrun, each process with threads // processes threads (peak RSS is
+    then the launcher's own, not its children's)."""
     spec = {"base_model_dir": str(model_dir), "train_file": train, "validation_file": None,
             "output_dir": str(out / "out"), "resume_from": None, "init_adapter": None, "seed": SEED, "device": "cpu",
             "hyperparameters": {"n_epochs": epochs, "batch_size": BATCH, "learning_rate_multiplier": 1.0,
@@ -83,7 +90,12 @@ def run_ours(model_dir: Path, train: str, out: Path, epochs: int, dtype: str | N
         spec["dtype"] = dtype
     (out / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src" / "engine" / "trainer")}
-    proc = subprocess.Popen([sys.executable, "-m", "openft_trainer", str(out / "spec.json")], stdout=subprocess.PIPE,
+    cmd = [sys.executable, "-m", "openft_trainer", str(out / "spec.json")]
+    if processes > 1:
+        cmd[1:2] = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m"]
+        if threads:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(max(1, threads // processes))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
                             stderr=open(out / "stderr.log", "w"), env=env, text=True)
     t_start = t_last = None
     tokens, loss, adapter = 0, None, None
@@ -242,6 +254,7 @@ def main() -> None:
     ap.add_argument("--random-weights", action="store_true", help="random weights of SmolLM2-135M's shape")
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP_NUM_THREADS for every engine (default: torch's own choice, one per core)")
+    ap.add_argument("--processes", type=int, default=1, help="training processes for ours (torchrun)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--child", default=None)
     ap.add_argument("--model-dir")
@@ -286,8 +299,10 @@ def main() -> None:
             out = work / f"round{r + 1}-{e}"
             out.mkdir(parents=True, exist_ok=True)
             log(f"round {r + 1}: {e} ...")
-            if e in ("ours", "ours-fp32"):
-                res = run_ours(model_dir, train, out, args.epochs, "float32" if e == "ours-fp32" else None)
+            if e in ("ours", "ours-fp32", "ours-2proc"):
+                procs = 2 if e == "ours-2proc" else args.processes
+                res = run_ours(model_dir, train, out, args.epochs, "float32" if e == "ours-fp32" else None,
+                               procs, args.threads or os.cpu_count())
             else:
                 res = run_trl(e, model_dir, train, out, args.epochs)
             res["tok_s"] = res["tokens"] / res["seconds"]
@@ -305,7 +320,8 @@ def main() -> None:
     print(f"\nTraining speed, SmolLM2-135M-Instruct ({'random' if args.random_weights else 'real'} weights), "
           f"LoRA r={RANK} on {', '.join(TARGETS)}, CPU ({os.cpu_count()} cores), {args.epochs} epoch(s) of "
           f"{len(lens)} chats ({sum(lens)} tokens, {min(lens)}-{max(lens)} each), lr {LR}, "
-          f"threads per engine: {args.threads or 'torch default'}")
+          f"threads per engine: {args.threads or 'torch default'}, processes for ours: {args.processes} "
+          f"(ours-2proc: 2 x {max(1, (args.threads or os.cpu_count()) // 2)} threads)")
     print(f"peers: {versions()}")
     print(f"model FLOPs/trained token {fpt / 1e6:.0f} M (N_mat {n_mat / 1e6:.1f} M, N_lora {n_lora / 1e6:.2f} M); "
           f"MFU against this CPU's measured matmul peak {peak / 1e9:.0f} GFLOP/s ({peak_dtype})")
@@ -326,7 +342,7 @@ def main() -> None:
               f"{tl:>16} {rs[0]['tokens']:>15}")
     if "ours" in engines:
         print()
-        for peer, goal in (("trl-plain", 2.5), ("trl-tuned", 1.25), ("ours-fp32", None)):
+        for peer, goal in (("trl-plain", 2.5), ("trl-tuned", 1.25), ("ours-fp32", None), ("ours-2proc", None)):
             if peer not in engines:
                 continue
             per_round = [o["tok_s"] / p["tok_s"] for o, p in zip(results["ours"], results[peer])]

@@ -29,6 +29,11 @@ const envSchema = z.object({
   // Job integrations (wandb): "auto" accepts them when the trainer's Python imports wandb; "on"
   // for API replicas whose remote workers have it; "off" refuses them.
   OPENFT_WANDB: z.enum(["auto", "on", "off"]).default("auto"),
+  // Training processes per job (torchrun); default: one per visible CUDA device, 1 without CUDA.
+  OPENFT_TRAIN_PROCESSES: z.coerce.number().int().min(1).max(64).optional(),
+  // Several processes: data parallel (none), FSDP-sharded base (fsdp), or auto (FSDP when the
+  // base does not fit one GPU; src/engine/trainer/openft_trainer/fsdp.py).
+  OPENFT_TRAIN_SHARDING: z.enum(["auto", "none", "fsdp"]).default("auto"),
   OPENFT_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   // Serving: weights as int4 (MatMulNBits, the default) or fp32 (exact); converted graphs are
   // cached under OPENFT_SERVING_CACHE_DIR (default <data dir>/serving).
@@ -88,6 +93,9 @@ export interface Config {
     readonly workDir: string;
     readonly device: "auto" | "cpu" | "cuda";
     readonly wandb: "auto" | "on" | "off";
+    /** undefined: one per visible CUDA device, or 1. */
+    readonly processes: number | undefined;
+    readonly sharding: "auto" | "none" | "fsdp";
   };
   readonly serving: {
     readonly mode: "int4" | "fp32";
@@ -163,6 +171,8 @@ export function loadConfig(env: Env, overrides: Env = {}): Config {
       workDir: path.resolve(e.OPENFT_WORK_DIR ?? path.join(dataDir, "work")),
       device: e.OPENFT_DEVICE,
       wandb: e.OPENFT_WANDB,
+      processes: e.OPENFT_TRAIN_PROCESSES,
+      sharding: e.OPENFT_TRAIN_SHARDING,
     },
     serving: {
       mode: e.OPENFT_SERVING_MODE,

@@ -189,6 +189,8 @@ async function startEmbeddedWorker(config: Config, db: import("./storage/db.js")
     workDir: config.worker.workDir,
     python: config.worker.python,
     device: config.worker.device,
+    processes: config.worker.processes,
+    sharding: config.worker.sharding,
     log: log.child({ workerId: worker.id }),
     env: processEnv(),
   });
@@ -218,7 +220,7 @@ async function runWorker(config: Config, api: string, token: string): Promise<vo
   const { python, trainerPath } = trainerPaths(config.worker.python);
   const missing = await trainerAvailable(python, trainerPath, processEnv());
   if (missing) throw new Error(`the trainer is not installed for ${python}: ${missing}`);
-  const worker = startTrainerWorker({ apiUrl: api, token, modelsDir: config.modelsDir, workDir: config.worker.workDir, python: config.worker.python, device: config.worker.device, log, env: processEnv() });
+  const worker = startTrainerWorker({ apiUrl: api, token, modelsDir: config.modelsDir, workDir: config.worker.workDir, python: config.worker.python, device: config.worker.device, processes: config.worker.processes, sharding: config.worker.sharding, log, env: processEnv() });
   log.child({}, { level: "info" }).info({ api }, "openft worker started");
   const stop = () => void worker.stop().then(() => process.exit(0));
   process.on("SIGTERM", stop);

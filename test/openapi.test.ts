@@ -737,7 +737,7 @@ test("ChatCompletion and ChatCompletionChunk accept what service.ts builds, and 
 // ---- The worker protocol (/internal/v1) ---------------------------------------------------------
 
 test("the documented worker-protocol bodies accept and reject what the server's parsers do", async () => {
-  const schema = await import("../src/api/internal/schema.js");
+  const schema = await import("../src/protocol/worker.js");
   const progress = { step: 3, total_steps: 10, steps_per_second: 1.5 };
   const event = { message: "Step 3/10: training loss=0.5" };
   const long = (n: number) => "x".repeat(n);

@@ -225,3 +225,28 @@ export async function reapExpiredLeases(db: Db): Promise<{ requeued: number; fai
   }
   return { requeued, failed };
 }
+
+/**
+ * An attempt failed in a way that may pass (one of its training processes was killed): while
+ * attempts are left the job goes back to the queue, keeping its rank, and the next attempt resumes
+ * from its newest checkpoint, as for a lost worker; the message (the failed process's log tail) is
+ * kept as a warning event. False when no attempt is left or the caller no longer holds the job.
+ */
+export async function retryRun(db: Db, jobId: string, workerId: string, message: string): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const [job] = await tx
+      .select({ attempts: fineTuningJobs.attempts, maxAttempts: fineTuningJobs.maxAttempts })
+      .from(fineTuningJobs)
+      .where(and(eq(fineTuningJobs.id, jobId), eq(fineTuningJobs.leaseOwner, workerId), eq(fineTuningJobs.status, "running")));
+    if (!job || job.attempts + 1 >= job.maxAttempts) return false;
+    const next = job.attempts + 1;
+    await tx
+      .update(fineTuningJobs)
+      .set({ status: "queued", leaseOwner: null, leaseExpiresAt: null, estimatedFinish: null, attempts: next })
+      .where(eq(fineTuningJobs.id, jobId));
+    await insertEvents(tx, jobId, [
+      { level: "warn", message: `${message}\nThe job was put back in the queue; attempt ${next + 1} of ${job.maxAttempts} will resume from its latest checkpoint.` },
+    ]);
+    return true;
+  });
+}

@@ -116,3 +116,28 @@ def trainer_env(**extra) -> dict:
     env = dict(os.environ, PYTHONPATH=str(TRAINER_SRC), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.update(extra)
     return env
+
+
+def torchrun_cmd(spec_path, processes: int) -> list[str]:
+    """The trainer as the worker launches it on several processes (torchrun, gloo on the CPU)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+            "-m", "openft_trainer", str(spec_path)]
+
+
+def run_torchrun(spec: dict, path: Path, processes: int = 2, timeout: float = 400, **env):
+    """Runs the trainer on `processes` processes; returns (events, exit code, stderr)."""
+    import subprocess
+
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    done = subprocess.run(torchrun_cmd(path, processes), capture_output=True, text=True, timeout=timeout,
+                          env=trainer_env(**env))
+    return [json.loads(line) for line in done.stdout.splitlines()], done.returncode, done.stderr
+
+
+def adapter_logits(model_dir, adapter_dir, prompt_ids: list[int]):
+    """The logits of the fp32 base with a saved adapter applied by peft."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(fp32_base(model_dir), adapter_dir).eval()
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([prompt_ids])).logits[0]

@@ -15,7 +15,7 @@ import {
   jobParams,
   registerBody,
   sourceParams,
-} from "./schema.js";
+} from "../../protocol/worker.js";
 import type { InternalService } from "./service.js";
 
 type Schema<T> = { safeParse(v: unknown): { success: true; data: T } | { success: false; error: import("zod").ZodError } };

@@ -6,12 +6,13 @@ import type { Logger } from "pino";
 import type { BlobStore } from "../../storage/blob-store.js";
 import type { Db } from "../../storage/db.js";
 import { getFile } from "../../storage/repos/files.js";
-import { claimNext, heartbeat, release, type Claim } from "../../jobs/queue.js";
+import { claimNext, heartbeat, release, retryRun, type Claim } from "../../jobs/queue.js";
 import { getModel, newEventId, type JobRow } from "../../jobs/repo.js";
 import * as runs from "../../jobs/runs.js";
 import type { Wakeup } from "../../jobs/wakeup.js";
 import { touchWorker, type Worker } from "../../jobs/workers.js";
 import { nowSeconds } from "../../ids.js";
+import type { JobSpec } from "../../protocol/worker.js";
 import { ApiError } from "../errors.js";
 import { methodHyperparameters, toJobObject, type StoredMethod, type WandbIntegration } from "../fine-tuning/schema.js";
 
@@ -77,7 +78,7 @@ export class InternalService {
     }
   }
 
-  private async spec(job: Claim) {
+  private async spec(job: Claim): Promise<JobSpec> {
     const parent = job.parentModel ? await getModel(this.deps.db, job.projectId, job.parentModel) : undefined;
     const method = job.method as StoredMethod;
     return {
@@ -164,7 +165,11 @@ export class InternalService {
     return toJobObject(done);
   }
 
-  async fail(worker: Worker, jobId: string, e: { code: string; message: string }) {
+  async fail(worker: Worker, jobId: string, e: { code: string; message: string; retryable?: boolean }) {
+    if (e.retryable && (await retryRun(this.deps.db, jobId, worker.id, e.message))) {
+      this.deps.wakeup.notify();
+      return toJobObject((await runs.anyJob(this.deps.db, jobId))!);
+    }
     if (!(await runs.failRun(this.deps.db, jobId, worker.id, e))) return toJobObject(await this.alreadyDone(jobId, "failed"));
     return toJobObject((await runs.anyJob(this.deps.db, jobId))!);
   }

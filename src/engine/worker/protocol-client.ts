@@ -3,44 +3,11 @@
 import http from "node:http";
 import https from "node:https";
 import { Readable } from "node:stream";
+import type { z } from "zod";
+import * as wire from "../../protocol/worker.js";
+import type { Action, CheckpointReport, CompleteReport, FailReport, JobSpec, Progress, WorkerEvent } from "../../protocol/worker.js";
 
-export interface JobSpec {
-  job: {
-    id: string;
-    attempt: number;
-    base_model: string;
-    parent_model: string | null;
-    training_file: string;
-    validation_file: string | null;
-    /** "supervised" or "dpo"; absent from an older API, meaning supervised. */
-    method?: "supervised" | "dpo";
-    hyperparameters: Record<string, number | string>;
-    /** wandb integrations, each with the run id to log to; absent from an older API. */
-    integrations?: { type: "wandb"; wandb: Record<string, unknown> }[];
-    seed: number;
-    suffix: string | null;
-    n_examples: number | null;
-    epoch_tokens: number | null;
-  };
-  resume: { checkpoint_id: string; step: number; epoch: number; files: string[] } | null;
-  parent: { model: string; files: string[] } | null;
-  lease: { expires_at_ms: number; lease_seconds: number; heartbeat_seconds: number };
-}
-
-export interface Progress {
-  step: number;
-  total_steps: number;
-  steps_per_second: number;
-}
-
-export interface WorkerEvent {
-  level?: "info" | "warn" | "error";
-  message: string;
-  type?: "message" | "metrics";
-  data?: Record<string, unknown>;
-}
-
-export type Action = "continue" | "cancel" | "pause" | "lost";
+export type { Action, JobSpec, Progress, WorkerEvent } from "../../protocol/worker.js";
 
 export class ProtocolError extends Error {
   constructor(
@@ -147,26 +114,27 @@ export class ProtocolClient {
     return res;
   }
 
-  private async json<T>(method: string, path: string, body?: unknown): Promise<T> {
-    return (await this.retrying(() => this.jsonOnce(method, path, body), true)).json as T;
+  /** A JSON call whose answer is checked against the protocol's schema for it. */
+  private async json<S extends z.ZodTypeAny>(answer: S, method: string, path: string, body?: unknown): Promise<z.infer<S>> {
+    return answer.parse((await this.retrying(() => this.jsonOnce(method, path, body), true)).json);
   }
 
-  register(): Promise<{ worker_id: string; name: string; lease_seconds: number; heartbeat_seconds: number }> {
-    return this.json("POST", "/register");
+  register(): Promise<z.infer<typeof wire.registerResponse>> {
+    return this.json(wire.registerResponse, "POST", "/register");
   }
 
   /** A job, or undefined after waitSeconds without one. */
   async claim(waitSeconds: number, signal?: AbortSignal): Promise<JobSpec | undefined> {
     const res = await this.retrying(() => this.jsonOnce("POST", "/claim", { wait_seconds: waitSeconds }, signal), true, signal);
-    return res.status === 204 ? undefined : (res.json as JobSpec);
+    return res.status === 204 ? undefined : wire.jobSpec.parse(res.json);
   }
 
   async heartbeat(jobId: string, progress?: Progress): Promise<Action> {
-    return (await this.json<{ action: Action }>("POST", `/jobs/${jobId}/heartbeat`, progress ? { progress } : {})).action;
+    return (await this.json(wire.heartbeatResponse, "POST", `/jobs/${jobId}/heartbeat`, progress ? { progress } : {})).action;
   }
 
   async events(jobId: string, events: WorkerEvent[], progress?: Progress): Promise<void> {
-    await this.json("POST", `/jobs/${jobId}/events`, progress ? { events, progress } : { events });
+    await this.json(wire.eventsResponse, "POST", `/jobs/${jobId}/events`, progress ? { events, progress } : { events });
   }
 
   async download(jobId: string, what: { input: "training_file" | "validation_file" } | { source: "resume" | "parent"; file: string }): Promise<Readable> {
@@ -177,26 +145,27 @@ export class ProtocolClient {
 
   /** Streams an artifact up (an adapter file, optimizer state, ...). */
   async upload(jobId: string, kind: "checkpoint" | "final", step: number, file: string, body: Readable | Buffer): Promise<void> {
-    await this.call("PUT", `/jobs/${jobId}/artifacts/${kind}/${step}/${file}`, {
+    const res = await this.call("PUT", `/jobs/${jobId}/artifacts/${kind}/${step}/${file}`, {
       headers: { "content-type": "application/octet-stream" },
       // A Buffer is sent as is (and can be sent again); a stream is streamed once.
       body: Buffer.isBuffer(body) ? new Uint8Array(body) : (Readable.toWeb(body) as ReadableStream),
     });
+    wire.artifactResponse.parse(await res.json());
   }
 
-  async checkpoint(jobId: string, c: { step: number; epoch: number; metrics: Record<string, number>; files: string[] }): Promise<void> {
-    await this.json("POST", `/jobs/${jobId}/checkpoints`, c);
+  async checkpoint(jobId: string, c: CheckpointReport): Promise<void> {
+    await this.json(wire.checkpointResponse, "POST", `/jobs/${jobId}/checkpoints`, c);
   }
 
-  async complete(jobId: string, r: { trained_tokens: number; files: string[] }): Promise<{ fine_tuned_model: string }> {
-    return this.json("POST", `/jobs/${jobId}/complete`, r);
+  async complete(jobId: string, r: CompleteReport): Promise<z.infer<typeof wire.jobResponse>> {
+    return this.json(wire.jobResponse, "POST", `/jobs/${jobId}/complete`, r);
   }
 
-  async fail(jobId: string, e: { code: string; message: string }): Promise<void> {
-    await this.json("POST", `/jobs/${jobId}/fail`, e);
+  async fail(jobId: string, e: FailReport): Promise<void> {
+    await this.json(wire.jobResponse, "POST", `/jobs/${jobId}/fail`, e);
   }
 
   async release(jobId: string): Promise<void> {
-    await this.json("POST", `/jobs/${jobId}/release`);
+    await this.json(wire.releaseResponse, "POST", `/jobs/${jobId}/release`);
   }
 }

@@ -17,6 +17,8 @@ export interface TrainerWorkerOptions {
   readonly workDir: string;
   readonly python: string | undefined;
   readonly device: "auto" | "cpu" | "cuda";
+  readonly processes: number | undefined;
+  readonly sharding: "auto" | "none" | "fsdp";
   readonly log: Logger;
   readonly env: Readonly<Record<string, string | undefined>>;
 }
@@ -58,7 +60,7 @@ export function startTrainerWorker(o: TrainerWorkerOptions): Worker {
   const { python, trainerPath } = trainerPaths(o.python);
   const worker = new Worker({
     client: new ProtocolClient(o.apiUrl, o.token),
-    runner: new TrainerRunner({ python, trainerPath, modelsDir: o.modelsDir, workDir: o.workDir, device: o.device, env: o.env }),
+    runner: new TrainerRunner({ python, trainerPath, modelsDir: o.modelsDir, workDir: o.workDir, device: o.device, processes: o.processes, sharding: o.sharding, env: o.env }),
     log: o.log,
   });
   worker.start();

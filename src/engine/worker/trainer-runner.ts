@@ -8,6 +8,8 @@ import path from "node:path";
 import readline from "node:readline";
 import { pipeline } from "node:stream/promises";
 import type { ProtocolClient } from "./protocol-client.js";
+import { eventSchemas, loadEventTable, parseTrainerLine, type TrainerEvent } from "./trainer-events.js";
+import { describeExit, failedRanks, RankLogs, stopRanks, torchrunArgs, visibleGpus } from "./torchrun.js";
 import type { RunContext, RunOutcome, Runner } from "./worker.js";
 
 export interface TrainerRunnerOptions {
@@ -19,19 +21,13 @@ export interface TrainerRunnerOptions {
   /** Per-job work folders go here (inputs, checkpoints, the trainer's log). */
   readonly workDir: string;
   readonly device?: "auto" | "cpu" | "cuda";
+  /** Training processes per job; undefined: one per visible CUDA device, or 1 without CUDA. */
+  readonly processes?: number;
+  /** With several processes: data parallel ("none"), FSDP, or the trainer's rule ("auto"). */
+  readonly sharding?: "auto" | "none" | "fsdp";
   /** The environment the trainer runs in (the caller's, from src/config.ts). */
   readonly env: Readonly<Record<string, string | undefined>>;
 }
-
-type TrainerLine =
-  | { type: "started"; total_steps: number }
-  | { type: "metrics"; step: number; total_steps: number; steps_per_second?: number; [k: string]: unknown }
-  | { type: "checkpoint"; step: number; epoch: number; dir: string; files: string[]; metrics: Record<string, number> }
-  | { type: "done"; adapter_dir: string; files: string[]; trained_tokens: number }
-  | { type: "stopped"; step: number }
-  | { type: "error"; code: string; message: string };
-
-const LOG_TAIL = 4000;
 
 async function fetchTo(client: ProtocolClient, jobId: string, what: Parameters<ProtocolClient["download"]>[1], file: string) {
   await fs.mkdir(path.dirname(file), { recursive: true });
@@ -42,8 +38,21 @@ async function uploadDir(client: ProtocolClient, jobId: string, kind: "checkpoin
   for (const f of files) await client.upload(jobId, kind, step, f, createReadStream(path.join(dir, f)));
 }
 
+type ErrorEvent = Extract<TrainerEvent, { type: "error" }>;
+
 export class TrainerRunner implements Runner {
-  constructor(private readonly opts: TrainerRunnerOptions) {}
+  private readonly schemas: ReturnType<typeof eventSchemas>;
+  private processes: Promise<number> | undefined;
+
+  constructor(private readonly opts: TrainerRunnerOptions) {
+    this.schemas = eventSchemas(loadEventTable(opts.trainerPath));
+  }
+
+  private processCount(): Promise<number> {
+    const { processes, device, python, env } = this.opts;
+    this.processes ??= processes !== undefined ? Promise.resolve(processes) : device === "cpu" ? Promise.resolve(1) : visibleGpus(python, env).then((n) => Math.max(1, n));
+    return this.processes;
+  }
 
   /** Downloads what the trainer reads and writes its spec; returns the spec's path. */
   private async prepare(ctx: RunContext, dir: string): Promise<string> {
@@ -79,6 +88,7 @@ export class TrainerRunner implements Runner {
       integrations: spec.job.integrations ?? [],
       seed: spec.job.seed,
       device: this.opts.device ?? "auto",
+      sharding: this.opts.sharding ?? "auto",
     };
     await fs.writeFile(file, JSON.stringify(body, null, 2));
     return file;
@@ -88,32 +98,33 @@ export class TrainerRunner implements Runner {
     const dir = path.join(this.opts.workDir, ctx.spec.job.id, `attempt-${ctx.spec.job.attempt}-${Date.now()}`);
     await fs.mkdir(dir, { recursive: true });
     const specFile = await this.prepare(ctx, dir);
-    const logFile = path.join(dir, "trainer.log");
-    const log = createWriteStream(logFile);
-    let tail = "";
-    const child = spawn(this.opts.python, ["-m", "openft_trainer", specFile], {
+    const processes = await this.processCount();
+    const log = createWriteStream(path.join(dir, "trainer.log"));
+    const logs = new RankLogs();
+    const child = spawn(this.opts.python, torchrunArgs(processes, specFile), {
       env: { ...this.opts.env, PYTHONPATH: this.opts.trainerPath, PYTHONUNBUFFERED: "1", HF_HUB_OFFLINE: "1", TRANSFORMERS_OFFLINE: "1" },
       stdio: ["ignore", "pipe", "pipe"],
     });
     child.stderr.on("data", (d: Buffer) => {
       log.write(d);
-      tail = (tail + d.toString()).slice(-LOG_TAIL);
+      logs.write(d.toString());
     });
-    const onStop = () => child.kill("SIGTERM");
+    const onStop = () => void stopRanks(child.pid, () => child.kill("SIGTERM"));
     ctx.signal.addEventListener("abort", onStop, { once: true });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("close", (code, signal) => resolve({ code, signal })));
     let outcome: RunOutcome | undefined;
+    const errors: ErrorEvent[] = [];
     try {
       for await (const line of readline.createInterface({ input: child.stdout })) {
         if (!line.trim()) continue;
         log.write(`[stdout] ${line}\n`);
-        let msg: TrainerLine;
-        try {
-          msg = JSON.parse(line) as TrainerLine;
-        } catch {
-          continue; // the protocol is JSON lines; anything else is noise for the log
+        const parsed = parseTrainerLine(this.schemas, line);
+        if ("problem" in parsed) {
+          log.write(`[worker] not a trainer event (${parsed.problem}): ${line}\n`);
+          continue;
         }
-        outcome = (await this.handle(ctx, msg)) ?? outcome;
+        if (parsed.event.type === "error") errors.push(parsed.event);
+        else outcome = (await this.handle(ctx, parsed.event)) ?? outcome;
       }
     } finally {
       ctx.signal.removeEventListener("abort", onStop);
@@ -121,17 +132,41 @@ export class TrainerRunner implements Runner {
     const { code, signal } = await exited;
     log.end();
     if (outcome) return outcome;
-    if (ctx.signal.aborted) return { kind: "stopped" };
-    // Killed by a signal nobody here sent (the OOM killer, an operator, a machine going down):
-    // the machine's fault, not the job's, so the attempt is lost as if the worker had died.
+    if (ctx.signal.aborted && errors.length === 0) return { kind: "stopped" };
+    // torchrun itself killed by a signal nobody here sent (the OOM killer, an operator, a machine
+    // going down): the machine's fault, not the job's, so the attempt is lost as if the worker had
+    // died. (A killed training process is torchrun's to report: failure() below.)
     if (signal !== null) return { kind: "lost", reason: `the trainer was killed by ${signal}` };
-    return { kind: "failed", code: "trainer_error", message: `The trainer exited with code ${code} without finishing. Its log ends with:\n${tail.trim()}` };
+    return this.failure(code, errors, logs, processes);
   }
 
-  private async handle(ctx: RunContext, msg: TrainerLine): Promise<RunOutcome | undefined> {
+  /**
+   * Why the attempt failed: a process killed by a signal (retryable: the job resumes from its
+   * checkpoint), else the trainer's own error (rank 0's, or the first failed rank's), else the
+   * failed process's log tail.
+   */
+  private failure(code: number | null, errors: ErrorEvent[], logs: RankLogs, processes: number): RunOutcome {
+    const failed = failedRanks(logs.launcher);
+    const first = failed[0];
+    const of = processes > 1 ? ` of ${processes}` : "";
+    if (first && first.exitCode < 0 && first.exitCode !== -15) {
+      const message = `Training process ${first.rank}${of} ${describeExit(first.exitCode)}. Its log ends with:\n${logs.tail(first.rank)}`;
+      return { kind: "failed", code: "trainer_error", message, retryable: true };
+    }
+    const error = errors.find((e) => e.rank === 0) ?? errors.find((e) => e.rank === first?.rank) ?? errors[0];
+    if (error) return { kind: "failed", code: error.code, message: error.message };
+    const rank = first?.rank ?? 0;
+    const how = first ? `Training process ${rank}${of} ${describeExit(first.exitCode)}` : `The trainer exited with code ${code}`;
+    return { kind: "failed", code: "trainer_error", message: `${how} without finishing. Its log ends with:\n${logs.tail(rank) || logs.launcher.slice(-4000)}` };
+  }
+
+  private async handle(ctx: RunContext, msg: TrainerEvent): Promise<RunOutcome | undefined> {
     const { client, spec } = ctx;
     const id = spec.job.id;
     switch (msg.type) {
+      case "started":
+        await client.events(id, [{ message: `Training on ${msg.processes} processes`, data: { processes: msg.processes, sharding: msg.sharding } }]);
+        return undefined;
       case "metrics": {
         const progress = { step: msg.step, total_steps: msg.total_steps, steps_per_second: Number(msg.steps_per_second ?? 0) };
         ctx.setProgress(progress);
@@ -145,15 +180,13 @@ export class TrainerRunner implements Runner {
         // A cancelled job needs no checkpoint; a paused one resumes from this.
         if (ctx.signal.reason === "cancel") return undefined;
         await uploadDir(client, id, "checkpoint", msg.step, msg.dir, msg.files);
-        await client.checkpoint(id, { step: msg.step, epoch: msg.epoch, metrics: msg.metrics, files: msg.files });
+        await client.checkpoint(id, { step: msg.step, epoch: msg.epoch, metrics: msg.metrics as Record<string, number>, files: msg.files });
         return undefined;
       case "done":
         await uploadDir(client, id, "final", 0, msg.adapter_dir, msg.files);
         return { kind: "succeeded", trainedTokens: msg.trained_tokens, files: msg.files };
       case "stopped":
         return { kind: "stopped" };
-      case "error":
-        return { kind: "failed", code: msg.code, message: msg.message };
       default:
         return undefined;
     }

@@ -17,7 +17,7 @@ export interface RunContext {
 
 export type RunOutcome =
   | { readonly kind: "succeeded"; readonly trainedTokens: number; readonly files: string[] }
-  | { readonly kind: "failed"; readonly code: string; readonly message: string }
+  | { readonly kind: "failed"; readonly code: string; readonly message: string; readonly retryable?: boolean }
   | { readonly kind: "stopped" }
   /** The attempt died with its machine: reported as nothing, so that the lease lapses and the
    *  job resumes from its newest checkpoint as attempt n+1 (counted against max attempts, so a
@@ -128,7 +128,7 @@ export class Worker {
       if (outcome.kind === "succeeded" && reason === undefined) {
         await client.complete(id, { trained_tokens: outcome.trainedTokens, files: outcome.files });
       } else if (outcome.kind === "failed" && reason === undefined) {
-        await client.fail(id, { code: outcome.code, message: outcome.message });
+        await client.fail(id, { code: outcome.code, message: outcome.message, ...(outcome.retryable ? { retryable: true } : {}) });
       } else {
         // Cancelled, paused or shutting down: let go. A running job we shut down on goes back
         // to the queue at once and resumes elsewhere from the checkpoint the runner saved.

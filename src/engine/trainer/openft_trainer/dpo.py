@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from . import data, model as model_lib
 from .errors import TrainerError
-from .train import MAX_GRAD_NORM, Run
+from .train import MAX_GRAD_NORM, Run, idle_pass, rank_packs
 
 log = logging.getLogger("openft_trainer")
 
@@ -172,15 +172,26 @@ class DpoRun(Run):
         return dpo_loss(policy, reference, self.hp.beta)
 
     def train_step(self, pairs: list[Pair]) -> dict:
+        """One optimizer step; under torchrun each rank trains its share of the pairs (as
+        Run.train_step does with examples) and the gradients and sums are reduced over ranks."""
         n = len(pairs)
+        scale = (self.dist.world if self.sharded else 1) / n  # fully_shard averages over ranks
         loss, accuracy, margin = 0.0, 0.0, 0.0
-        for pack in data.micro_batches(pairs, self.spec.max_batch_tokens):
-            losses, chosen, rejected = self._pack_stats(pack, "train")
-            (losses.sum() / n).backward()
+        mine, passes = rank_packs(pairs, self.spec.max_batch_tokens, self.dist)
+        for i in range(passes if self.sharded else len(mine)):
+            if i >= len(mine):
+                idle_pass(self.model, pairs[0].chosen, self.device, backward=True)
+                continue
+            losses, chosen, rejected = self._pack_stats(mine[i], "train")
+            (losses.sum() * scale).backward()
             loss += float(losses.detach().sum())
             accuracy += float((chosen > rejected).sum())
             margin += float((chosen - rejected).sum())
-        torch.nn.utils.clip_grad_norm_(model_lib.trainable_parameters(self.model), MAX_GRAD_NORM)
+        params = model_lib.trainable_parameters(self.model)
+        if not self.sharded:
+            self.dist.reduce_gradients(params)
+        loss, accuracy, margin = self.dist.sum([loss, accuracy, margin])
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()

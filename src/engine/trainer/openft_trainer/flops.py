@@ -72,5 +72,6 @@ class FlopMeter:
         tokens = sum(doc_lens)
         return tokens * flops_per_token(self.n_mat, self.n_lora, self.n_layers, self.d_attn, causal_context(doc_lens))
 
-    def mfu(self, flops: float, seconds: float) -> float | None:
-        return flops / seconds / self.peak if self.peak and seconds > 0 else None
+    def mfu(self, flops: float, seconds: float, devices: int = 1) -> float | None:
+        """flops done in seconds on `devices` devices of this kind, as a fraction of their peak."""
+        return flops / seconds / (self.peak * devices) if self.peak and seconds > 0 else None

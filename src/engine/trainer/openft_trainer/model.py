@@ -85,13 +85,18 @@ def uses_sliding_window(config) -> bool:
     return any(t != "full_attention" for t in types) or bool(getattr(cfg, "use_sliding_window", False))
 
 
-def pick_device(requested: str) -> torch.device:
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
+    """local_rank: this process's place on the node under torchrun (one GPU each)."""
     if requested == "cpu":
         return torch.device("cpu")
     if requested == "cuda" and not torch.cuda.is_available():
         raise TrainerError("device_unavailable", "device 'cuda' was requested but no CUDA device is visible")
     if requested in ("cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
+        if local_rank >= torch.cuda.device_count():
+            raise TrainerError("device_unavailable", f"process {local_rank} has no GPU of its own "
+                                                     f"({torch.cuda.device_count()} visible)")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device("cpu")
 
 
@@ -220,10 +225,11 @@ def load_base(base_model_dir: str, device: torch.device, quantization: str, attn
             p.requires_grad_(False)
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if dtype == torch.bfloat16 and device.type == "cpu":
-            # every forward of this model (training, evaluation, peft, generate) under bf16 autocast;
-            # backward needs none; the loss is taken in fp32 from the returned logits
-            model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)
+        if dtype == torch.bfloat16:
+            # every forward of this model (training, evaluation, peft, generate) under bf16 autocast,
+            # on CUDA as on the CPU, so the fp32 LoRA matmuls run in bf16 too (tensor cores) and SDPA
+            # gets bf16 inputs (its flash kernel); backward needs none; the loss is taken in fp32
+            model.forward = torch.autocast(device.type, dtype=torch.bfloat16)(model.forward)
             model.openft_autocast_dtype = torch.bfloat16
     return model
 
@@ -274,10 +280,11 @@ def trainable_parameters(model) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def save_adapter(model, directory: str) -> None:
+def save_adapter(model, directory: str, weights: dict | None = None) -> None:
     """adapter_config.json + adapter_model.safetensors, loadable by PeftModel.from_pretrained and
-    vLLM; peft's generated README.md model card is not kept."""
-    model.save_pretrained(directory, safe_serialization=True)
+    vLLM; peft's generated README.md model card is not kept. weights: the adapter's full tensors
+    by parameter name (a sharded model's, gathered), else the model's own."""
+    model.save_pretrained(directory, safe_serialization=True, **({"state_dict": weights} if weights else {}))
     readme = os.path.join(directory, "README.md")
     if os.path.exists(readme):
         os.remove(readme)

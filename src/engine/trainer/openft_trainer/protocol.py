@@ -1,5 +1,7 @@
 """The process protocol: stdout carries one JSON object per line, flushed, and nothing else;
-SIGTERM/SIGINT ask for a clean stop.
+SIGTERM/SIGINT ask for a clean stop. Every event and its fields are declared in events.json, the
+table the worker's reader (src/engine/worker/trainer-events.ts) uses too: emit refuses a line
+that does not match it, so the two sides cannot drift apart silently.
 
 `Protocol.claim_stdout()` keeps the real stdout for events and points file descriptor 1 (and so
 print(), tqdm, native libraries) at stderr, where logs belong.
@@ -13,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 
@@ -24,6 +27,31 @@ def _clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
+
+
+EVENTS: dict[str, dict[str, str]] = json.loads(
+    (Path(__file__).with_name("events.json")).read_text(encoding="utf-8"))["events"]
+_TYPES = {"integer": int, "number": (int, float), "string": str, "object": dict, "string[]": list}
+
+
+def check_event(type_: str, fields: dict) -> None:
+    """Raises ValueError unless the event matches events.json."""
+    declared = EVENTS.get(type_)
+    if declared is None:
+        raise ValueError(f"event type {type_!r} is not in events.json")
+    unknown = set(fields) - set(declared)
+    if unknown:
+        raise ValueError(f"{type_} event: fields {sorted(unknown)} are not in events.json")
+    for name, kind in declared.items():
+        optional, kind = kind.endswith("?"), kind.rstrip("?")
+        if name not in fields:
+            if optional:
+                continue
+            raise ValueError(f"{type_} event: field {name!r} is missing")
+        value = fields[name]
+        number_null = kind in ("number", "integer") and value is None
+        if not number_null and (isinstance(value, bool) or not isinstance(value, _TYPES[kind])):
+            raise ValueError(f"{type_} event: field {name!r} must be {kind}, got {value!r}")
 
 
 class Protocol:
@@ -38,7 +66,9 @@ class Protocol:
         return cls(os.fdopen(fd, "w", encoding="utf-8", buffering=1))
 
     def emit(self, type_: str, **fields: Any) -> None:
-        line = json.dumps({"type": type_, **_clean(fields)}, separators=(",", ":"), allow_nan=False)
+        fields = _clean(fields)
+        check_event(type_, fields)
+        line = json.dumps({"type": type_, **fields}, separators=(",", ":"), allow_nan=False)
         self.stream.write(line + "\n")
         self.stream.flush()
 
