@@ -160,19 +160,22 @@ def test_stop_and_resume_replays_the_uninterrupted_run(model_dirs, tmp_path):
     assert err.value.code == "resume_failed"
 
 
-def test_two_processes_train_as_one(model_dirs, tmp_path):
-    """DPO under torchrun (2 processes, gloo): each trains its share of a step's pairs, the
-    gradients and sums are reduced, so the losses, reward accuracy and margin are one process's
-    to float rounding (1e-5 relative, as test_distributed.py states for supervised jobs)."""
+@pytest.mark.parametrize("sharding", ["none", "fsdp"])
+def test_two_processes_train_as_one(model_dirs, tmp_path, sharding):
+    """DPO under torchrun (2 processes, gloo), data parallel or FSDP: each trains its share of a
+    step's pairs, the gradients and sums are reduced, so the losses, reward accuracy and margin
+    are one process's to float rounding (1e-5 relative, as test_distributed.py states for
+    supervised jobs)."""
     from conftest import run_torchrun
 
     spec = dpo_spec(model_dirs, tmp_path, "one", hyperparameters={"n_epochs": 1, "batch_size": 5},
                     dtype="float32", validation_file=write_jsonl(tmp_path / "v.jsonl", preference_rows(3, seed=4)))
     _, one, code = run_in_process(spec)
     assert code == 0
-    events, code, err = run_torchrun(dict(spec, output_dir=str(tmp_path / "two")), tmp_path / "two.json")
+    events, code, err = run_torchrun(dict(spec, output_dir=str(tmp_path / "two"), sharding=sharding),
+                                     tmp_path / "two.json")
     assert code == 0, err[-3000:]
-    assert events[0]["processes"] == 2
+    assert events[0]["processes"] == 2 and events[0]["sharding"] == sharding
 
     def metrics(evs):
         return [e for e in evs if e["type"] == "metrics"]
