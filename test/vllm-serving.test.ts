@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 import OpenAI, { toFile } from "openai";
 import { secretWordChats, trainSecretWords } from "./helpers/jobs.js";
 import { startServer, type TestServer } from "./helpers/server.js";
-import { sharedVllm, vllmReplica, type VllmReplica } from "./helpers/vllm.js";
+import { sharedVllm, stopSharedVllm, vllmReplica, type VllmReplica } from "./helpers/vllm.js";
 
 
 describe("serving through a vLLM pool of two replicas", () => {
@@ -44,6 +44,7 @@ describe("serving through a vLLM pool of two replicas", () => {
   after(async () => {
     await server?.dispose();
     await own?.kill();
+    await stopSharedVllm();
   });
 
   const hi = { model: "tiny-llama", messages: [{ role: "user" as const, content: "hi" }], max_completion_tokens: 8 };
@@ -179,9 +180,10 @@ describe("serving through a vLLM pool of two replicas", () => {
     // openft probes a replica it found down every second: wait until it routes to ours again (an
     // adapter it loaded there shows that).
     await untilServedBy(own.url, tuned.banana!);
-    // 1500 tokens: about 10 s of a stream on this tiny model with four at once on two CPU cores, far
-    // longer than the second between the last open and the kill.
-    const long = { model: tuned.banana!, messages: [{ role: "user" as const, content: "hi" }], temperature: 1, max_completion_tokens: 1500, logit_bias: { [String(await imEnd())]: -100 } };
+    // 4000 tokens (the model's context is 4096): tens of seconds of a stream on this tiny model with
+    // four at once on two CPU cores, far longer than the moment between the last open and the
+    // kill. (1500 were done in about 3 s on an idle machine: both streams ended before the kill.)
+    const long = { model: tuned.banana!, messages: [{ role: "user" as const, content: "hi" }], temperature: 1, max_completion_tokens: 4000, logit_bias: { [String(await imEnd())]: -100 } };
     const raw = () => fetch(`${server.baseURL}/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${server.apiKey}`, "content-type": "application/json" }, body: JSON.stringify(long) });
     // One at a time until each is generating: the pool gives each to the replica with fewer in
     // flight, so each replica runs one stream, then one plain request.
@@ -194,9 +196,12 @@ describe("serving through a vLLM pool of two replicas", () => {
     };
     const first = await open();
     const second = await open();
+    let ended = 0;
+    for (const s of [first, second]) void s.rest.finally(() => (ended += 1)).catch(() => undefined);
     const settled = Promise.allSettled([first.rest, second.rest]);
     const plain = [raw(), raw()];
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(ended, 0, "both streams still run when the replica is killed");
     await own.kill();
     const streamed = await settled;
     const failed = streamed.filter((s) => s.status === "rejected");

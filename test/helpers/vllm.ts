@@ -73,6 +73,13 @@ export async function vllmReplica(modelDir: string): Promise<VllmReplica> {
 }
 
 let shared: Promise<{ url: string; modelDir: string }> | undefined;
+let ownShared: VllmReplica | undefined;
+
+/** Stops the shared replica when this process started it (a suite run on its own): its output
+ *  pipes would keep the test process alive. */
+export async function stopSharedVllm(): Promise<void> {
+  await ownShared?.kill();
+}
 
 /** The run's shared replica and its model folder. */
 export function sharedVllm(): Promise<{ url: string; modelDir: string }> {
@@ -82,9 +89,9 @@ export function sharedVllm(): Promise<{ url: string; modelDir: string }> {
     if (url && modelDir) return { url, modelDir };
     const dir = path.join(await fs.mkdtemp(path.join(os.tmpdir(), "openft-vllm-")), "tiny-llama");
     await buildTinyModel("llama-vllm", dir);
-    const own = await vllmReplica(dir);
-    await own.start();
-    return { url: own.url, modelDir: dir };
+    ownShared = await vllmReplica(dir);
+    await ownShared.start();
+    return { url: ownShared.url, modelDir: dir };
   })();
   return shared;
 }
