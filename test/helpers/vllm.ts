@@ -18,6 +18,8 @@ export interface VllmReplica {
   kill(): Promise<void>;
   /** Starts it (again) on its port; settles once it answers /health. */
   start(): Promise<void>;
+  /** The end of its output (for a failing test's message). */
+  log(): string;
 }
 
 async function freePort(): Promise<number> {
@@ -39,15 +41,15 @@ async function waitReady(url: string, proc: ChildProcess, log: () => string): Pr
 }
 
 /** A replica of our own (killed and restarted by the test that owns it): its port is chosen now,
- *  it runs once start() is called. */
-export async function vllmReplica(modelDir: string): Promise<VllmReplica> {
+ *  it runs once start() is called. `env` adds to its environment. */
+export async function vllmReplica(modelDir: string, env: Record<string, string> = {}): Promise<VllmReplica> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   let proc: ChildProcess | undefined;
   let log = "";
   const launch = async () => {
     // Its own process group: vLLM's engine runs in child processes, which a crash takes down too.
-    proc = spawn("bash", [path.join(ROOT, "scripts/vllm-cpu.sh"), modelDir, String(port)], { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, VLLM_CPU_KVCACHE_SPACE: "1", VLLM_DTYPE: "float32" } });
+    proc = spawn("bash", [path.join(ROOT, "scripts/vllm-cpu.sh"), modelDir, String(port)], { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, VLLM_CPU_KVCACHE_SPACE: "1", VLLM_DTYPE: "float32", ...env } });
     proc.stdout!.on("data", (d: Buffer) => (log = (log + d.toString()).slice(-20000)));
     proc.stderr!.on("data", (d: Buffer) => (log = (log + d.toString()).slice(-20000)));
     await waitReady(url, proc, () => log);
@@ -69,7 +71,7 @@ export async function vllmReplica(modelDir: string): Promise<VllmReplica> {
       // already gone
     }
   });
-  return { url, port, kill, start: launch };
+  return { url, port, kill, start: launch, log: () => log.slice(-4000) };
 }
 
 let shared: Promise<{ url: string; modelDir: string }> | undefined;
