@@ -29,8 +29,9 @@ describe("serving through a vLLM pool of two replicas", () => {
     // from the other.
     // vLLM's CPU build pins its engine to the first core it does not reserve, the same core for
     // every replica on a host: two replicas on one machine then take turns (one stalled at
-    // 0.1 tokens/s while the other ran, measured here). Ours floats instead.
-    own = await vllmReplica(shared.modelDir, { VLLM_CPU_OMP_THREADS_BIND: "nobind" });
+    // 0.1 tokens/s while the other ran, measured here). Ours floats instead, on one thread (two
+    // OpenMP threads, one of them on the other replica's core, wait on each other).
+    own = await vllmReplica(shared.modelDir, { VLLM_CPU_OMP_THREADS_BIND: "nobind", OMP_NUM_THREADS: "1" });
     server = await startServer({ env: {
       OPENFT_VLLM: `tiny-llama=${shared.url}|${own.url}`, OPENFT_EMBEDDED_WORKER: "true", OPENFT_DEVICE: "cpu", OMP_NUM_THREADS: "1",
       OPENFT_SERVING_MODE: "fp32", OPENFT_SERVING_THREADS: "1",
@@ -213,21 +214,21 @@ describe("serving through a vLLM pool of two replicas", () => {
     [first, second].forEach((s, i) => void s.rest.then(() => (states[i] = `done after ${Date.now() - t0} ms, ${s.chunks()} chunks`), (e: unknown) => (states[i] = `failed after ${Date.now() - t0} ms: ${String(e)}`)));
     const settled = Promise.allSettled([first.rest, second.rest]);
     const plain = [raw(), raw()];
-    // Kill only once vLLM itself runs two requests on each replica (the stream and a plain one):
+    // Kill only once vLLM itself runs two requests on our replica (its stream and its plain one):
     // a plain request the killed replica had not yet answered with headers would rightly be
-    // retried on the other replica, and the test would not see the failure it is about.
+    // retried on the other replica, and the test would not see the failure it is about. What the
+    // other replica does meanwhile does not matter: its stream and plain request succeed, done
+    // before the kill or after it.
     const deadline = Date.now() + 60_000;
-    const onOwn = () => inVllm(own.url).catch((err: unknown) => assert.fail(`our replica stopped answering (${String(err)}):\n${own.log()}`));
-    for (let counts = await Promise.all([inVllm(sharedUrl), onOwn()]); counts.some((n) => n < 2); counts = await Promise.all([inVllm(sharedUrl), onOwn()])) {
-      assert.ok(Date.now() < deadline, `each replica runs a stream and a plain request within a minute (in vLLM: ${JSON.stringify(counts)}, streams: ${JSON.stringify(states)})`);
+    for (let n = await inVllm(own.url); n < 2; n = await inVllm(own.url)) {
+      assert.ok(Date.now() < deadline, `our replica runs a stream and a plain request within a minute (in vLLM: ${n}, streams: ${JSON.stringify(states)}):\n${own.log()}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     await new Promise((resolve) => setTimeout(resolve, 300));
-    assert.deepEqual(states, ["running", "running"], "both streams still run when the replica is killed");
     await own.kill();
     const streamed = await settled;
     const failed = streamed.filter((s) => s.status === "rejected");
-    assert.equal(failed.length, 1, "exactly the stream on the killed replica fails");
+    assert.equal(failed.length, 1, `exactly the stream on the killed replica fails (${JSON.stringify(states)})`);
     const reason = (failed[0] as PromiseRejectedResult).reason as unknown;
     assert.ok(reason instanceof OpenAI.APIError, String(reason));
     const answers = await Promise.all(plain.map(async (p) => { const res = await p; return { status: res.status, body: await res.json() as { error?: { type: string; message: string } } }; }));
