@@ -8,6 +8,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import OpenAI, { toFile } from "openai";
 import { secretWordChats, trainSecretWords } from "./helpers/jobs.js";
+import { parseMetrics, sample } from "./helpers/prometheus.js";
 import { startServer, type TestServer } from "./helpers/server.js";
 import { sharedVllm, stopSharedVllm, vllmReplica, type VllmReplica } from "./helpers/vllm.js";
 
@@ -171,8 +172,8 @@ describe("serving through a vLLM pool of two replicas", () => {
   const inVllm = async (url: string) => {
     // A fresh connection each time: vLLM (uvicorn) closes idle ones after 5 s, and a reused one
     // it has just closed fails the fetch.
-    const text = await (await fetch(`${url}/metrics`, { headers: { connection: "close" } })).text();
-    return [...text.matchAll(/^vllm:num_requests_(?:running|waiting)\{[^}]*\} ([0-9.e+]+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+    const m = parseMetrics(await (await fetch(`${url}/metrics`, { headers: { connection: "close" } })).text());
+    return (sample(m, "vllm:num_requests_running", {}) ?? 0) + (sample(m, "vllm:num_requests_waiting", {}) ?? 0);
   };
 
   /** Asks `model` two at a time until the replica at `url` lists its adapter as loaded. */
