@@ -45,7 +45,7 @@ count() { # count LABEL PASS FAIL: with the seconds since the last count
 # PostgreSQL and S3, the first-run dashboard and the trainer's lifecycle on the embedded defaults).
 # The kill soak (10 rounds each), files, uploads, jobs, checkpoints and chat run on both.
 ONLY_POSTGRES_S3="vllm-serving distributed-trainer dpo dpo-validation inference-engine json-object-check openapi sampling trainer-events training-validation checked-fetch"
-ONLY_EMBEDDED="e2e-trainer dashboard"
+ONLY_EMBEDDED="e2e-trainer dashboard upload-lease"
 
 node_files() { # node_files BACKEND: the compiled suites that run on BACKEND
   local skip=$ONLY_EMBEDDED f name

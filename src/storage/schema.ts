@@ -70,8 +70,8 @@ export const fileUploads = pgTable(
 // The Uploads API: a file sent in parts. status: pending → completing → completed, or
 // cancelled / expired. `completing` is held under a lease (complete_lease_expires_at, ms) by
 // the server streaming the parts into files/<file_id>; the File row and `completed` are
-// written in one transaction, and a lapsed lease is undone by the sweeper (back to pending,
-// the partial file blob discarded), so a crash mid-complete leaves the File or nothing.
+// written in one transaction, and a lapsed lease is undone by the sweeper (the partial file blob
+// discarded, then back to pending; the lease value is the attempt's token), so a crash mid-complete leaves the File or nothing.
 export const uploads = pgTable(
   "uploads",
   {

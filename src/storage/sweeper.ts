@@ -9,16 +9,17 @@ import { endUpload, listLapsedUploads, takeExpiredFiles } from "./repos/files.js
 import * as uploadsRepo from "./repos/uploads.js";
 
 /**
- * The Uploads API's leftovers: completes whose server died (undone: row back to pending, then
- * the half-written file blob discarded), pending uploads past their hour (expired), and the
+ * The Uploads API's leftovers: completes whose server died (undone: the half-written file blob
+ * discarded, then the row back to pending), pending uploads past their hour (expired), and the
  * part blobs of every upload that has ended.
  */
 async function sweepUploads(db: Db, blobs: BlobStore): Promise<number> {
   let n = 0;
   for (const up of await uploadsRepo.listLapsedCompletes(db, Date.now())) {
-    const undone = await uploadsRepo.undoComplete(db, up.id, Date.now());
-    if (undone?.fileId) await blobs.discard(`files/${undone.fileId}`);
-    n++;
+    // Blob first, then row: a lapsed lease is never renewed, so the dead attempt cannot commit,
+    // and a new complete (same file id, same key) can start only once the row is pending.
+    if (up.fileId) await blobs.discard(`files/${up.fileId}`);
+    if (await uploadsRepo.undoComplete(db, up.id, up.completeLeaseExpiresAt!)) n++;
   }
   n += (await uploadsRepo.expireUploads(db, nowSeconds())).length;
   for (const part of await uploadsRepo.listDeadParts(db)) {

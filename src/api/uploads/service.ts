@@ -44,6 +44,44 @@ function notPending(row: repo.UploadRow): ApiError {
   return ApiError.badRequest(`Upload ${row.id} is ${status === "pending" ? "being completed" : status}; it no longer accepts this request.`, "upload_id", "invalid_upload_state");
 }
 
+function resetWhileCompleting(uploadId: string): ApiError {
+  return ApiError.conflict(`Upload ${uploadId} was reset while it was being completed; complete it again.`, "upload_id");
+}
+
+/**
+ * The lease a complete holds on its upload, renewed while it streams. Its value is the attempt's
+ * token (see repos/uploads.ts): stop() ends the renewals and gives the value to finish or undo
+ * with, or undefined once the lease was lost (lapsed, so the sweeper owns the upload).
+ */
+class CompleteLease {
+  private value: number | undefined;
+  private inflight: Promise<void> = Promise.resolve();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(db: Db, uploadId: string, first: number, leaseMs: number, log: Logger) {
+    this.value = first;
+    this.timer = setInterval(() => {
+      this.inflight = this.inflight.then(async () => {
+        if (this.value === undefined) return;
+        try {
+          const now = Date.now();
+          this.value = await repo.renewComplete(db, uploadId, this.value, now + leaseMs, now);
+          if (this.value === undefined) log.warn({ uploadId }, "a complete lost its lease; the sweeper will undo it");
+        } catch (err) {
+          log.warn({ err, uploadId }, "could not renew complete lease");
+        }
+      });
+    }, Math.max(250, Math.floor(leaseMs / 3)));
+    this.timer.unref();
+  }
+
+  async stop(): Promise<number | undefined> {
+    clearInterval(this.timer);
+    await this.inflight;
+    return this.value;
+  }
+}
+
 export class UploadsService {
   constructor(private readonly deps: UploadsDeps) {}
 
@@ -151,26 +189,34 @@ export class UploadsService {
     const parts = await this.orderedParts(upload, body.part_ids);
     const started = await repo.beginComplete(db, uploadId, newId.file(), Date.now() + this.deps.leaseMs, nowSeconds());
     if (!started) throw notPending(await this.mustGet(projectId, uploadId));
-    const timer = setInterval(() => {
-      repo.renewComplete(db, uploadId, Date.now() + this.deps.leaseMs).catch((err: unknown) => this.deps.log.warn({ err, uploadId }, "could not renew complete lease"));
-    }, Math.max(250, Math.floor(this.deps.leaseMs / 3)));
-    timer.unref();
+    const lease = new CompleteLease(db, uploadId, started.completeLeaseExpiresAt!, this.deps.leaseMs, this.deps.log);
     const fileKey = `files/${started.fileId!}`;
     try {
-      const file = await this.writeFile(started, parts, body.md5 ?? undefined, fileKey);
+      const file = await this.writeFile(started, parts, body.md5 ?? undefined, fileKey, lease);
       for (const p of parts) await this.dropPart(p);
       return toUploadObject({ ...started, status: "completed" }, file, nowSeconds());
     } catch (err) {
-      // Row first, then blob: once pending again, nobody commits this blob (see finishComplete).
-      if (await repo.undoComplete(db, uploadId)) await this.deps.blobs.discard(fileKey).catch(() => undefined);
+      // Blob first, then row, and only while this attempt still holds a live lease: once the
+      // upload is pending again a new complete may write the same key. A lost lease is the
+      // sweeper's to undo (it discards the blob before the row goes back to pending).
+      const held = await lease.stop();
+      let undone = false;
+      if (held !== undefined && held > Date.now()) {
+        await this.deps.blobs.discard(fileKey).catch(() => undefined);
+        undone = (await repo.undoComplete(db, uploadId, held, Date.now())) !== undefined;
+      }
+      if (!undone && !(err instanceof ApiError)) {
+        this.deps.log.warn({ err, uploadId }, "complete failed after its lease was lost");
+        throw resetWhileCompleting(uploadId);
+      }
       throw err;
     } finally {
-      clearInterval(timer);
+      await lease.stop();
     }
   }
 
   /** One pass over the parts in order: md5, line check and sha256 on the way into the File's blob. */
-  private async writeFile(upload: repo.UploadRow, parts: readonly repo.PartRow[], md5: string | undefined, fileKey: string) {
+  private async writeFile(upload: repo.UploadRow, parts: readonly repo.PartRow[], md5: string | undefined, fileKey: string, lease: CompleteLease) {
     const { blobs, db } = this.deps;
     const md5Pass = new Md5Pass();
     const check = upload.purpose === "fine-tune" ? new JsonlCheck() : undefined;
@@ -190,7 +236,8 @@ export class UploadsService {
     );
     const createdAt = nowSeconds();
     const expiresAfter = upload.fileExpiresAfter ?? (upload.purpose === "batch" ? 30 * 24 * 3600 : null);
-    const file = await repo.finishComplete(db, upload.id, {
+    const held = await lease.stop();
+    const file = held === undefined ? undefined : await repo.finishComplete(db, upload.id, held, Date.now(), {
       id: upload.fileId!,
       projectId: upload.projectId,
       filename: upload.filename,
@@ -201,7 +248,7 @@ export class UploadsService {
       createdAt,
       expiresAt: expiresAfter === null ? null : createdAt + expiresAfter,
     });
-    if (!file) throw ApiError.conflict(`Upload ${upload.id} was reset while it was being completed; complete it again.`, "upload_id");
+    if (!file) throw resetWhileCompleting(upload.id);
     return file;
   }
 

@@ -1,6 +1,6 @@
 // Uploads (the Uploads API) and their parts. Every status change is one guarded UPDATE, and
 // the File row is inserted in the same transaction that marks its upload completed.
-import { and, asc, eq, inArray, isNotNull, lt, sql } from "drizzle-orm";
+import { and, asc, eq, gte, inArray, isNotNull, lt, sql } from "drizzle-orm";
 import type { Db } from "../db.js";
 import { files, uploadParts, uploads } from "../schema.js";
 import type { FileRow, NewFile } from "./files.js";
@@ -75,20 +75,37 @@ export async function beginComplete(db: Db, id: string, fileId: string, leaseExp
   return row;
 }
 
-export async function renewComplete(db: Db, id: string, leaseExpiresAt: number): Promise<void> {
-  await db
+// A complete's lease value is also its attempt's token: renew, finish and undo compare it, and
+// a lease that has lapsed is never renewed. So once the sweeper has seen a lapsed lease, nothing
+// of that attempt can commit a File or move the upload, and the sweeper discards the attempt's
+// blob before putting the upload back to pending; a later complete (same file id, same blob key)
+// can then never have its blob discarded under it.
+
+/** Extends a live lease held by `lease`; the new lease, or undefined when it was lost. */
+export async function renewComplete(db: Db, id: string, lease: number, nextLease: number, nowMs: number): Promise<number | undefined> {
+  const rows = await db
     .update(uploads)
-    .set({ completeLeaseExpiresAt: leaseExpiresAt })
-    .where(and(eq(uploads.id, id), eq(uploads.status, "completing")));
+    .set({ completeLeaseExpiresAt: nextLease })
+    .where(and(eq(uploads.id, id), eq(uploads.status, "completing"), eq(uploads.completeLeaseExpiresAt, lease), gte(uploads.completeLeaseExpiresAt, nowMs)))
+    .returning({ id: uploads.id });
+  return rows.length === 1 ? nextLease : undefined;
 }
 
-/** The File row and `completed`, together; undefined if the complete was undone meanwhile. */
-export async function finishComplete(db: Db, id: string, file: NewFile): Promise<FileRow | undefined> {
+/** The File row and `completed`, together; undefined if the attempt's lease was lost meanwhile. */
+export async function finishComplete(db: Db, id: string, lease: number, nowMs: number, file: NewFile): Promise<FileRow | undefined> {
   return db.transaction(async (tx) => {
     const done = await tx
       .update(uploads)
       .set({ status: "completed", completeLeaseExpiresAt: null })
-      .where(and(eq(uploads.id, id), eq(uploads.status, "completing"), eq(uploads.fileId, file.id)))
+      .where(
+        and(
+          eq(uploads.id, id),
+          eq(uploads.status, "completing"),
+          eq(uploads.fileId, file.id),
+          eq(uploads.completeLeaseExpiresAt, lease),
+          gte(uploads.completeLeaseExpiresAt, nowMs),
+        ),
+      )
       .returning({ id: uploads.id });
     if (done.length === 0) return undefined;
     const [row] = await tx.insert(files).values(file).returning();
@@ -96,10 +113,14 @@ export async function finishComplete(db: Db, id: string, file: NewFile): Promise
   });
 }
 
-/** completing → pending (a failed check, or a lapsed lease when `lapsedBefore` is given). */
-export async function undoComplete(db: Db, id: string, lapsedBefore?: number): Promise<UploadRow | undefined> {
-  const conds = [eq(uploads.id, id), eq(uploads.status, "completing")];
-  if (lapsedBefore !== undefined) conds.push(lt(uploads.completeLeaseExpiresAt, lapsedBefore));
+/**
+ * completing → pending for the attempt holding `lease`: the attempt itself after a failed check
+ * (only while its lease is live, `liveAt`), or the sweeper after the lease lapsed (`liveAt`
+ * undefined). The caller discards the attempt's blob first.
+ */
+export async function undoComplete(db: Db, id: string, lease: number, liveAt?: number): Promise<UploadRow | undefined> {
+  const conds = [eq(uploads.id, id), eq(uploads.status, "completing"), eq(uploads.completeLeaseExpiresAt, lease)];
+  if (liveAt !== undefined) conds.push(gte(uploads.completeLeaseExpiresAt, liveAt));
   const [row] = await db
     .update(uploads)
     .set({ status: "pending", completeLeaseExpiresAt: null })
