@@ -83,6 +83,30 @@ def test_fsdp_on_two_processes(job, one_process, model_dirs):
     check_same_training(model_dirs("llama"), events, one_process)  # the adapter loads in peft
 
 
+LAUNCHER_REPORT = """openft_trainer FAILED
+Failures:
+[1]:
+  time      : 2026-12-05_18:18:44
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 20204)  (SIGTERM)
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-05_18:18:44
+  rank      : 1 (local_rank: 1)
+  exitcode  : -6 (pid: 20205)  (SIGABRT)
+"""
+
+
+def test_killed_rank_reads_torchruns_report():
+    """run_torchrun's retry rule is the worker's: a process dead of a signal other than torchrun's
+    SIGTERM (here the report CI printed); a process's own error exit or SIGTERM alone is not one."""
+    from conftest import killed_rank
+
+    assert killed_rank(LAUNCHER_REPORT) == (1, -6)
+    assert killed_rank(LAUNCHER_REPORT.replace("-6 (pid", "1 (pid")) is None
+    assert killed_rank("no report") is None
+
+
 class StopAt:
     """A protocol that records events and asks for a stop once step `at` is reported."""
 

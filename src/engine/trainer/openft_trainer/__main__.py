@@ -23,6 +23,7 @@ events.json (protocol.py checks every line against it; so does the worker that r
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import sys
@@ -64,6 +65,9 @@ def main(argv: list[str]) -> int:
             print(f"{name:42} {kind:7} {default!s:10} {help_}")
         return 0
     _die_with_launcher()
+    # a process that dies in native code (SIGABRT, SIGSEGV: torch, gloo, bitsandbytes) leaves
+    # every thread's Python stack on stderr, the log tail the worker puts in the job's error
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     stop = StopFlag()
     stop.install()  # before the slow torch import, so an early SIGTERM is a clean stop too
     protocol = Protocol.claim_stdout()
