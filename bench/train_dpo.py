@@ -1,8 +1,12 @@
 """DPO quality: SmolLM2-135M-Instruct before and after a DPO job on a preference set the bench makes
 itself, scored on held-out prompts; plus the fixed general questions of train_quality.py.
 
-    .venv/bin/python bench/train_dpo.py [--train 48] [--heldout 24] [--epochs 3] [--batch-size 8]
-                                        [--lr-multiplier 0.5] [--beta 0.1]
+    .venv/bin/python bench/train_dpo.py [--epochs 3] [--batch-size 8] [--lr-multiplier 0.5]
+                                        [--beta 0.1] [--rpo-alpha 0] [--rehearsal 0]
+
+--rpo-alpha: the job's rpo_alpha (our extension: the preferred output's mean token NLL added to
+DPO's loss); --rehearsal N: N more training pairs made the same way on train_quality.py's everyday
+questions (none of them a scored general question).
 
 The preferred style, which the base model does not use: exactly one sentence ending with the word
 "friend" ("The capital of Japan is Tokyo, friend."). Pairs: the base model answers each prompt
@@ -36,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from train_quality import GENERAL, LORA_DEFAULTS, REPO, SMOLLM2, generate, run_trainer
+from train_quality import GENERAL, LORA_DEFAULTS, REHEARSAL, REPO, SMOLLM2, generate, run_trainer
 
 TRAIN_TOPICS = ["the Moon", "volcanoes", "honey bees", "the Nile river", "rainbows", "chess", "the piano",
                 "penguins", "coffee", "the Eiffel Tower", "tides", "bamboo", "thunder", "the heart",
@@ -109,7 +113,8 @@ def run_job(work: Path, train_file: str, valid_file: str, args) -> tuple[dict, l
     spec = {"base_model_dir": str(SMOLLM2), "train_file": train_file, "validation_file": valid_file,
             "output_dir": str(work / "out"), "resume_from": None, "init_adapter": None, "method": "dpo",
             "hyperparameters": {"n_epochs": args.epochs, "batch_size": args.batch_size,
-                                "learning_rate_multiplier": args.lr_multiplier, "beta": args.beta, **LORA_DEFAULTS},
+                                "learning_rate_multiplier": args.lr_multiplier, "beta": args.beta,
+                                "rpo_alpha": args.rpo_alpha, **LORA_DEFAULTS},
             "seed": 42, "device": "auto"}
     done, events, seconds = run_trainer(work, spec)
     return done, [e for e in events if e["type"] == "metrics"], seconds
@@ -119,7 +124,7 @@ def report(args, n_train: int, heldout_qs: list[str], before: dict, after: dict,
     last = metrics[-1]
     print(f"\nDPO quality: SmolLM2-135M-Instruct (real weights), `python -m openft_trainer` method dpo "
           f"({n_train} train pairs, {args.epochs} epochs, batch {args.batch_size}, lr multiplier {args.lr_multiplier}, "
-          f"beta {args.beta}; {len(metrics)} steps, train loss {metrics[0]['train_loss']:.3f} -> {last['train_loss']:.3f}, "
+          f"beta {args.beta}, rpo_alpha {args.rpo_alpha}; {len(metrics)} steps, train loss {metrics[0]['train_loss']:.3f} -> {last['train_loss']:.3f}, "
           f"valid reward accuracy {last.get('valid_reward_accuracy', float('nan')):.2f}; job {seconds:.0f} s on "
           f"{os.cpu_count()} CPU cores)")
     print("style: one sentence ending in 'friend.'; held-out: "
@@ -146,6 +151,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr-multiplier", type=float, default=0.5)
     ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--rpo-alpha", type=float, default=0.0)
+    ap.add_argument("--rehearsal", type=int, default=0,
+                    help="add pairs in the same style for this many of train_quality.py's everyday questions")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     if not (SMOLLM2 / "config.json").exists():
@@ -162,8 +170,10 @@ def main() -> None:
     base = AutoModelForCausalLM.from_pretrained(SMOLLM2, dtype=torch.float32, local_files_only=True).eval()
     t0 = time.perf_counter()
     train_pairs, heldout_qs = make_pairs(base, tok, prompts(TRAIN_TOPICS)), prompts(HELDOUT_TOPICS)
+    n_style = len(train_pairs)
+    train_pairs += make_pairs(base, tok, REHEARSAL[:args.rehearsal])
     heldout_pairs = make_pairs(base, tok, heldout_qs)
-    print(f"pairs: {len(train_pairs)} train, {len(heldout_pairs)} held-out, answered by the base in "
+    print(f"pairs: {len(train_pairs)} train ({len(train_pairs) - n_style} on everyday questions), {len(heldout_pairs)} held-out, answered by the base in "
           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
     train_file = write_jsonl(work / "train.jsonl", train_pairs)
     valid_file = write_jsonl(work / "heldout.jsonl", heldout_pairs)

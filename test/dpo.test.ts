@@ -57,6 +57,7 @@ describe("DPO end to end with the real trainer", () => {
     const base = { model: MODEL, training_file: pairsId };
     for (const beta of [0, -0.5, 2.01, 5]) await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({ beta }) }), "method.dpo.hyperparameters.beta");
     await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({ beta: "high" }) } as never), "method.dpo.hyperparameters.beta");
+    for (const rpo_alpha of [-0.1, 10.5, "much"]) await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({ rpo_alpha }) } as never), "method.dpo.hyperparameters.rpo_alpha");
     await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({ n_epochs: 51 }) }), "method.dpo.hyperparameters.n_epochs");
     await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({ gamma: 1 }) } as never), "method.dpo.hyperparameters.gamma");
     await expect400(client.fineTuning.jobs.create({ ...base, method: dpo({}), hyperparameters: { n_epochs: 2 } }), "hyperparameters", /method\.dpo\.hyperparameters/);
@@ -71,12 +72,13 @@ describe("DPO end to end with the real trainer", () => {
       method: dpo({ n_epochs: 2, batch_size: 4, learning_rate_multiplier: 5, beta: 0.5, lora_rank: 4, lora_dropout: 0 }),
     });
     assert.equal(created.method?.type, "dpo");
-    assert.deepEqual(created.method?.dpo?.hyperparameters, { n_epochs: 2, batch_size: 4, learning_rate_multiplier: 5, beta: 0.5, lora_rank: 4, lora_alpha: "auto", lora_dropout: 0, quantization: "none" });
+    assert.deepEqual(created.method?.dpo?.hyperparameters, { n_epochs: 2, batch_size: 4, learning_rate_multiplier: 5, beta: 0.5, rpo_alpha: "auto", lora_rank: 4, lora_alpha: "auto", lora_dropout: 0, quantization: "none" });
     assert.deepEqual(created.hyperparameters, { n_epochs: 2, batch_size: 4, learning_rate_multiplier: 5 });
     assert.deepEqual(created.integrations, [{ type: "wandb", wandb: { project: "openft-dpo", name: null, entity: null, tags: ["ci"] } }]);
     const done = await waitDone(created.id);
     assert.match(done.fine_tuned_model!, /^ft:tiny-llama:default:dpo:/);
     assert.equal((done.method?.dpo?.hyperparameters as Record<string, unknown>).lora_alpha, 32);
+    assert.equal((done.method?.dpo?.hyperparameters as Record<string, unknown>).rpo_alpha, 0, "auto: pure DPO");
     const steps = await metrics(created.id);
     assert.deepEqual(steps.map((m) => m.step), [1, 2, 3, 4, 5, 6]);
     assert.ok(Math.abs(steps[0]!.train_loss - Math.LN2) < 0.02, `starts at log 2: ${steps[0]!.train_loss}`);

@@ -17,6 +17,7 @@ import { transition, type JobRow } from "./repo.js";
 import { loadChatTokenizer } from "./validation/tokenizer.js";
 import {
   AUTO_DPO_BETA,
+  AUTO_DPO_RPO_ALPHA,
   AUTO_DPO_LEARNING_RATE_MULTIPLIER,
   resolveAutoHyperparameters,
   validateTrainingFile,
@@ -103,7 +104,8 @@ function resolveMethod(method: Method, nExamples: number): Method {
   const resolved: Hp = { ...resolveAutoHyperparameters({ nExamples, requested }) };
   if (!dpo) return { type: "supervised", supervised: { hyperparameters: resolved } };
   const beta = hp.beta === "auto" || hp.beta === undefined ? AUTO_DPO_BETA : hp.beta;
-  return { type: "dpo", dpo: { hyperparameters: { ...resolved, beta } } };
+  const rpo_alpha = hp.rpo_alpha === "auto" || hp.rpo_alpha === undefined ? AUTO_DPO_RPO_ALPHA : hp.rpo_alpha;
+  return { type: "dpo", dpo: { hyperparameters: { ...resolved, beta, rpo_alpha } } };
 }
 
 export async function validateJob(deps: ValidatorDeps, job: JobRow): Promise<void> {

@@ -94,6 +94,31 @@ def dpo_run(model_dirs, tmp_path_factory):
         tmp / "valid.jsonl", preference_rows(4, seed=9))))
 
 
+def test_rpo_adds_the_preferred_outputs_mean_token_nll(model_dirs, tmp_path):
+    """rpo_alpha > 0: each pair's loss is DPO's plus rpo_alpha x the preferred output's mean token
+    cross-entropy, the number the supervised trainer computes for that output (train.forward_stats);
+    the rewards are DPO's either way."""
+    from openft_trainer import train
+
+    model_dir = model_dirs("llama")
+    tok = model_lib.load_tokenizer(str(model_dir))
+    pairs = dpo.load_pairs(write_jsonl(tmp_path / "p.jsonl", preference_rows(4, seed=3)), tok, None)
+    torch.manual_seed(0)
+    model = model_lib.add_lora(model_lib.load_base(str(model_dir), torch.device("cpu"), "none", dtype=torch.float32),
+                               rank=8, alpha=16, dropout=0.0).eval()
+    with torch.no_grad():
+        policy = dpo.sequence_logps(model, dpo._documents(pairs), "cpu").view(-1, 2)
+        reference = policy + torch.tensor([[-0.3, 0.2]])
+        tokens = torch.tensor([p.chosen.n_trained for p in pairs])
+        plain, chosen, rejected = dpo.dpo_loss(policy, reference, beta=0.2)
+        rpo, chosen_rpo, rejected_rpo = dpo.dpo_loss(policy, reference, 0.2, 0.5, tokens)
+        assert torch.equal(chosen, chosen_rpo) and torch.equal(rejected, rejected_rpo)
+        for i, pair in enumerate(pairs):
+            loss_sum, n, _ = train.forward_stats(model, [pair.chosen], "cpu")
+            assert n == pair.chosen.n_trained
+            assert math.isclose(float(rpo[i] - plain[i]), 0.5 * float(loss_sum) / n, rel_tol=1e-5)
+
+
 def test_a_run_learns_the_preference(dpo_run):
     _, events, code = dpo_run
     assert code == 0

@@ -20,9 +20,12 @@ export const hyperparameters = z
   .strict();
 export type Hyperparameters = z.infer<typeof hyperparameters>;
 
-/** DPO's: the same keys plus beta, OpenAI's range 0 < beta <= 2. */
+/** DPO's: the same keys plus beta, OpenAI's range 0 < beta <= 2, and our rpo_alpha (0 to 10). */
 export const dpoHyperparameters = hyperparameters
-  .extend({ beta: z.union([auto, z.number().gt(0).max(2)]).nullish() })
+  .extend({
+    beta: z.union([auto, z.number().gt(0).max(2)]).nullish(),
+    rpo_alpha: z.union([auto, z.number().min(0).max(10)]).nullish(),
+  })
   .strict();
 export type DpoHyperparameters = z.infer<typeof dpoHyperparameters>;
 

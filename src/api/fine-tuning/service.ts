@@ -74,7 +74,8 @@ function supervisedMethod(body: CreateJobBody): StoredMethod {
 }
 
 /** DPO takes its hyperparameters only from method.dpo (the top-level object is supervised-only
- *  and deprecated at OpenAI); beta stays "auto" until validation resolves it (validation-runner). */
+ *  and deprecated at OpenAI); beta and rpo_alpha stay "auto" until validation resolves them
+ *  (validation-runner). */
 function dpoMethod(body: CreateJobBody): StoredMethod {
   if (body.hyperparameters) {
     throw ApiError.badRequest("DPO hyperparameters go in 'method.dpo.hyperparameters'; the deprecated 'hyperparameters' applies to supervised jobs only.", "hyperparameters");
@@ -83,7 +84,7 @@ function dpoMethod(body: CreateJobBody): StoredMethod {
     throw ApiError.badRequest("'method.supervised' does not apply to a job with method.type 'dpo'.", "method.supervised");
   }
   const hp: DpoHyperparameters = body.method?.dpo?.hyperparameters ?? {};
-  return { type: "dpo", dpo: { hyperparameters: { ...withDefaults(hp), beta: hp.beta ?? "auto" } } };
+  return { type: "dpo", dpo: { hyperparameters: { ...withDefaults(hp), beta: hp.beta ?? "auto", rpo_alpha: hp.rpo_alpha ?? "auto" } } };
 }
 
 function storedMethod(body: CreateJobBody): StoredMethod {

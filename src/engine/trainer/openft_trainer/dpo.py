@@ -12,7 +12,10 @@ Loss, per pair, with pi the policy (the model with its adapter) and ref the refe
   rejected_reward = beta * (log pi(non_preferred) - log ref(non_preferred))
   loss = -log sigmoid(chosen_reward - rejected_reward)
 averaged over the step's pairs: TRL's DPOTrainer with loss_type "sigmoid" (test_dpo.py holds the two
-together). Metrics: train_loss, train_reward_accuracy (share of pairs with chosen_reward >
+together). rpo_alpha > 0 (our extension, default 0) adds rpo_alpha x the preferred output's mean
+token NLL to each pair's loss (RPO, TRL's rpo_alpha): pure DPO mostly pushes the non-preferred
+output down, which moves rewards but seldom what greedy decoding says; the NLL term pulls the
+preferred output up. Metrics: train_loss, train_reward_accuracy (share of pairs with chosen_reward >
 rejected_reward) and train_reward_margin (mean chosen_reward - rejected_reward); valid_* alike.
 
 Reference: the model as it starts, never a second copy of the weights. Its log-probabilities are
@@ -108,11 +111,16 @@ def sequence_logps(model, examples: list[data.Example], device) -> torch.Tensor:
     return torch.zeros(len(examples), device=token_logps.device, dtype=token_logps.dtype).index_add(0, owner, token_logps)
 
 
-def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float):
+def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float, rpo_alpha: float = 0.0,
+             chosen_tokens: torch.Tensor | None = None):
     """policy, reference: [n, 2] log-probabilities (column 0 preferred, 1 non-preferred).
-    Returns the per-pair losses and the detached chosen and rejected rewards."""
+    Returns the per-pair losses and the detached chosen and rejected rewards. With rpo_alpha > 0
+    each pair's loss also has rpo_alpha x the preferred output's mean token NLL (chosen_tokens: its
+    trained-token counts): RPO (Pang et al. 2024), TRL's rpo_alpha, normalised per pair."""
     rewards = beta * (policy - reference)
     losses = -F.logsigmoid(rewards[:, 0] - rewards[:, 1])
+    if rpo_alpha:
+        losses = losses + rpo_alpha * (-policy[:, 0] / chosen_tokens.to(policy.dtype))
     rewards = rewards.detach()
     return losses, rewards[:, 0], rewards[:, 1]
 
@@ -169,7 +177,8 @@ class DpoRun(Run):
     def _pack_stats(self, pack: list[Pair], which: str):
         policy = sequence_logps(self.model, _documents(pack), self.device).view(-1, 2)
         reference = self.reference[which][[p.index for p in pack]].to(policy.device)
-        return dpo_loss(policy, reference, self.hp.beta)
+        chosen_tokens = torch.tensor([p.chosen.n_trained for p in pack], device=policy.device)
+        return dpo_loss(policy, reference, self.hp.beta, self.hp.rpo_alpha, chosen_tokens)
 
     def train_step(self, pairs: list[Pair]) -> dict:
         """One optimizer step; under torchrun each rank trains its share of the pairs (as

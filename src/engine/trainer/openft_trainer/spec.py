@@ -51,6 +51,8 @@ class Hyperparameters:
     quantization: str = knob(REQUIRED, "frozen base weights: none, or nf4 (QLoRA, bitsandbytes 4-bit)", "choice",
                              choices=("none", "nf4"))
     beta: float | None = knob(None, "DPO only (required there): the KL strength, 0 < beta <= 2", "float", 0, 2)
+    rpo_alpha: float = knob(0.0, "DPO only: weight of the preferred output's mean token NLL added to the loss "
+                                 "(RPO; 0 = pure DPO)", "float", 0, 10)
 
     @property
     def learning_rate(self) -> float:
@@ -145,6 +147,7 @@ def parse(raw: object) -> Spec:
             raise _bad("hyperparameters.beta must be > 0")
     else:
         hyper.pop("beta", None)
+        hyper.pop("rpo_alpha", None)
     return Spec(**values, hyperparameters=Hyperparameters(**hyper))
 
 
