@@ -1,5 +1,5 @@
 """DPO quality: SmolLM2-135M-Instruct before and after a DPO job on a preference set the bench makes
-itself, scored on held-out prompts; plus the fixed general questions of train_quality.py.
+itself, scored on held-out prompts; plus general questions (train_quality.py's four and twenty more).
 
     .venv/bin/python bench/train_dpo.py [--epochs 3] [--batch-size 8] [--lr-multiplier 0.5]
                                         [--beta 0.1] [--rpo-alpha 0] [--rehearsal 0]
@@ -20,7 +20,10 @@ Scores, before and after:
     log-probability (length-normalised, so the shorter preferred output wins nothing by length);
   - style share: greedy replies to the held-out prompts that are one sentence ending in "friend."
     (or "friend!");
-  - general questions: train_quality.GENERAL, keyword match (answers may change style, not facts).
+  - general questions: train_quality.GENERAL (keyword in the reply, as that bench scores them) and
+    KNOWLEDGE, twenty more everyday facts never trained on (keyword as a word), greedy replies
+    (answers may change style, not facts). Four questions alone hang on a single reply: the base's
+    sky answer ("often described as a deep, rich shade of blue") turned in every DPO run.
 After training it also prints the DPO reward accuracy on the held-out pairs (implicit reward
 against the base, as the job's valid_reward_accuracy).
 
@@ -49,6 +52,21 @@ HELDOUT_TOPICS = ["deserts", "the violin", "dolphins", "tea", "lightning", "the 
                   "mushrooms", "comets"]
 TEMPLATES = ["What is special about {t}?", "Tell me one fact about {t}.", "Why are people interested in {t}?"]
 ENDING = re.compile(r",? friend[.!]$")
+# Everyday facts for the general score beside train_quality.GENERAL, fixed before any run scored
+# them (one swap since: "What is frozen water called?" scored "ice" in "formed when ice melts"):
+# none is a REHEARSAL question or about a training topic (asserted in main).
+KNOWLEDGE = [("What is the capital of Italy?", ["rome"]), ("What is the capital of Germany?", ["berlin"]),
+             ("What is the capital of Spain?", ["madrid"]), ("How many months are there in a year?", ["twelve", "12"]),
+             ("What is the capital of Egypt?", ["cairo"]), ("What is the largest mammal on Earth?", ["whale"]),
+             ("Who painted the Mona Lisa?", ["leonardo", "vinci"]), ("What is the closest star to Earth?", ["sun"]),
+             ("Which planet do we live on?", ["earth"]), ("What color is grass?", ["green"]),
+             ("Who was the first president of the United States?", ["washington"]),
+             ("What animal is known as the king of the jungle?", ["lion"]), ("How many legs does a dog have?", ["four", "4"]),
+             ("What do you call a baby dog?", ["pupp"]), ("What is the opposite of 'up'?", ["down"]),
+             ("What is 2 plus 2?", ["four", "4"]), ("Which season comes after winter?", ["spring"]),
+             ("What is the currency of the United States?", ["dollar"]),
+             ("Which fruit is said to keep the doctor away?", ["apple"]),
+             ("What language is mainly spoken in Mexico?", ["spanish"])]
 
 
 def prompts(topics: list[str]) -> list[str]:
@@ -103,10 +121,13 @@ def score(model, tok, heldout_qs: list[str], pairs_file: str, label: str, refere
     accuracy, reward, logps = preference_scores(model, tok, pairs_file, reference)
     replies = generate(model, tok, [[{"role": "user", "content": q}] for q in heldout_qs], max_new_tokens=64)
     general = generate(model, tok, [[{"role": "user", "content": q}] for q, _ in GENERAL], max_new_tokens=48, batch=4)
+    knowledge = generate(model, tok, [[{"role": "user", "content": q}] for q, _ in KNOWLEDGE], max_new_tokens=48, batch=4)
     print(f"  scored {label} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     return {"accuracy": accuracy, "reward_accuracy": reward, "logps": logps, "replies": replies,
             "style": sum(map(in_style, replies)), "general": general,
-            "general_ok": [any(k in g.lower() for k in keys) for g, (_, keys) in zip(general, GENERAL)]}
+            "general_ok": [any(k in g.lower() for k in keys) for g, (_, keys) in zip(general, GENERAL)],
+            "knowledge": knowledge,
+            "knowledge_ok": [any(re.search(rf"\b{k}", g.lower()) for k in keys) for g, (_, keys) in zip(knowledge, KNOWLEDGE)]}
 
 
 def run_job(work: Path, train_file: str, valid_file: str, args) -> tuple[dict, list[dict], float]:
@@ -129,10 +150,11 @@ def report(args, n_train: int, heldout_qs: list[str], before: dict, after: dict,
           f"{os.cpu_count()} CPU cores)")
     print("style: one sentence ending in 'friend.'; held-out: "
           f"{len(heldout_qs)} prompts on {len(HELDOUT_TOPICS)} unseen topics\n")
-    print(f"{'model':<8} {'preference acc.':>16} {'style share':>12} {'general':>8}")
-    print("-" * 48)
+    print(f"{'model':<8} {'preference acc.':>16} {'style share':>12} {'general':>8} {'knowledge':>10}")
+    print("-" * 59)
     for label, r in (("base", before), ("DPO", after)):
-        print(f"{label:<8} {r['accuracy']:>16.0%} {r['style']:>6}/{len(heldout_qs)} {sum(r['general_ok']):>6}/{len(GENERAL)}")
+        print(f"{label:<8} {r['accuracy']:>16.0%} {r['style']:>6}/{len(heldout_qs)} {sum(r['general_ok']):>6}/{len(GENERAL)}"
+              f" {sum(r['knowledge_ok']):>7}/{len(KNOWLEDGE)}")
     print(f"DPO reward accuracy on the held-out pairs (vs the base): {after['reward_accuracy']:.0%}")
     print("\nheld-out replies (base -> DPO):")
     for q, b, a in list(zip(heldout_qs, before["replies"], after["replies"]))[:4]:
@@ -140,9 +162,14 @@ def report(args, n_train: int, heldout_qs: list[str], before: dict, after: dict,
     print("\ngeneral questions (base -> DPO):")
     for (q, _), b, a in zip(GENERAL, before["general"], after["general"]):
         print(f"  {q}\n    base: {b[:100]!r}\n    DPO:  {a[:100]!r}")
+    print("\nknowledge questions whose score changed (base -> DPO):")
+    for (q, _), b, a, ok_b, ok_a in zip(KNOWLEDGE, before["knowledge"], after["knowledge"], before["knowledge_ok"], after["knowledge_ok"]):
+        if ok_b != ok_a:
+            print(f"  {q} ({'kept' if ok_b else 'missed'} -> {'kept' if ok_a else 'missed'})\n    base: {b[:100]!r}\n    DPO:  {a[:100]!r}")
     moved = after["accuracy"] >= before["accuracy"] + 0.3 and after["style"] >= before["style"] + len(heldout_qs) // 3
-    kept = sum(after["general_ok"]) >= sum(before["general_ok"])
-    print(f"\ngoal (preference clearly moved, general answers kept): {'met' if moved and kept else 'NOT met'}")
+    kept = sum(after["general_ok"] + after["knowledge_ok"]) >= sum(before["general_ok"] + before["knowledge_ok"])
+    print(f"\ngoal (preference clearly moved, general answers kept: general + knowledge not below the base's): "
+          f"{'met' if moved and kept else 'NOT met'}")
 
 
 def main() -> None:
@@ -161,6 +188,9 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="openft-train-dpo-"))
     work.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO / "src" / "engine" / "trainer"))
+    knowledge_qs = {q for q, _ in KNOWLEDGE}
+    assert not knowledge_qs & (set(REHEARSAL) | {q for q, _ in GENERAL}), "a knowledge question is asked elsewhere"
+    assert not any(t.lower().removeprefix("the ") in q.lower() for q in knowledge_qs for t in TRAIN_TOPICS + HELDOUT_TOPICS)
 
     import torch
     from peft import PeftModel
