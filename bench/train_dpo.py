@@ -20,9 +20,9 @@ Scores, before and after:
     log-probability (length-normalised, so the shorter preferred output wins nothing by length);
   - style share: greedy replies to the held-out prompts that are one sentence ending in "friend."
     (or "friend!");
-  - general questions: train_quality.GENERAL (keyword in the reply, as that bench scores them) and
-    KNOWLEDGE, twenty more everyday facts never trained on (keyword as a word), greedy replies
-    (answers may change style, not facts). Four questions alone hang on a single reply: the base's
+  - general questions: train_quality.GENERAL and KNOWLEDGE, twenty more everyday facts never
+    trained on; greedy replies scored by train_quality.mentions (answers may change style, not
+    facts). Four questions alone hang on a single reply: the base's
     sky answer ("often described as a deep, rich shade of blue") turned in every DPO run.
 After training it also prints the DPO reward accuracy on the held-out pairs (implicit reward
 against the base, as the job's valid_reward_accuracy).
@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from train_quality import GENERAL, LORA_DEFAULTS, REHEARSAL, REPO, SMOLLM2, generate, run_trainer
+from train_quality import GENERAL, LORA_DEFAULTS, REHEARSAL, REPO, SMOLLM2, generate, mentions, run_trainer
 
 TRAIN_TOPICS = ["the Moon", "volcanoes", "honey bees", "the Nile river", "rainbows", "chess", "the piano",
                 "penguins", "coffee", "the Eiffel Tower", "tides", "bamboo", "thunder", "the heart",
@@ -120,14 +120,14 @@ def score(model, tok, heldout_qs: list[str], pairs_file: str, label: str, refere
     t = time.perf_counter()
     accuracy, reward, logps = preference_scores(model, tok, pairs_file, reference)
     replies = generate(model, tok, [[{"role": "user", "content": q}] for q in heldout_qs], max_new_tokens=64)
-    general = generate(model, tok, [[{"role": "user", "content": q}] for q, _ in GENERAL], max_new_tokens=48, batch=4)
-    knowledge = generate(model, tok, [[{"role": "user", "content": q}] for q, _ in KNOWLEDGE], max_new_tokens=48, batch=4)
+    # One pass over both sets (batches of 4: the same batches as two passes, so the same replies).
+    replies_all = generate(model, tok, [[{"role": "user", "content": q}] for q, _ in GENERAL + KNOWLEDGE], max_new_tokens=48, batch=4)
+    general, knowledge = replies_all[:len(GENERAL)], replies_all[len(GENERAL):]
     print(f"  scored {label} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     return {"accuracy": accuracy, "reward_accuracy": reward, "logps": logps, "replies": replies,
             "style": sum(map(in_style, replies)), "general": general,
-            "general_ok": [any(k in g.lower() for k in keys) for g, (_, keys) in zip(general, GENERAL)],
-            "knowledge": knowledge,
-            "knowledge_ok": [any(re.search(rf"\b{k}", g.lower()) for k in keys) for g, (_, keys) in zip(knowledge, KNOWLEDGE)]}
+            "general_ok": [mentions(g, keys) for g, (_, keys) in zip(general, GENERAL)],
+            "knowledge": knowledge, "knowledge_ok": [mentions(g, keys) for g, (_, keys) in zip(knowledge, KNOWLEDGE)]}
 
 
 def run_job(work: Path, train_file: str, valid_file: str, args) -> tuple[dict, list[dict], float]:

@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -158,12 +159,18 @@ def run_trainer(work: Path, spec: dict) -> tuple[dict, list[dict], float]:
     return done, events, time.perf_counter() - t0
 
 
+def mentions(reply: str, keys: list[str]) -> bool:
+    """Whether a general answer names its fact: a keyword at the start of a word ("7-day" counts,
+    "paris" inside "comparison" does not)."""
+    return any(re.search(rf"\b{re.escape(k)}", reply.lower()) for k in keys)
+
+
 def score(model, tok, heldout, label: str) -> dict:
     t = time.perf_counter()
     answers = generate(model, tok, [chat(n) for n, _ in heldout], max_new_tokens=48)
     exact = sum(a == want for a, (_, want) in zip(answers, heldout))
     general = generate(model, tok, [[{"role": "user", "content": q}] for q, _ in GENERAL], max_new_tokens=40, batch=4)
-    ok = [any(k in g.lower() for k in keys) for g, (_, keys) in zip(general, GENERAL)]
+    ok = [mentions(g, keys) for g, (_, keys) in zip(general, GENERAL)]
     print(f"  scored {label} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     return {"exact": exact, "n": len(heldout), "answers": answers, "general": general, "general_ok": ok}
 
